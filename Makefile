@@ -1,0 +1,58 @@
+# FlowPilot Analytics. A newcomer needs two targets: `make run` and `make test`.
+# Both create the virtualenv and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# `make run` serves the SQLite demo unless RUN_DATABASE_URL names another database.
+RUN_DATABASE_URL ?=
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k api -x"`.
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-sqlite test-postgres check clean
+
+help:
+	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
+	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
+	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+run: $(VENV)/.installed
+	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py migrate --noinput
+	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py seed_demo
+	@echo ""
+	@echo "FlowPilot Analytics is starting on http://$(HOST):$(PORT)/"
+	@echo "  API (browsable):  http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d"
+	@echo "  Log in:           http://$(HOST):$(PORT)/api-auth/login/  (e.g. northwind-engineer / flowpilot-demo)"
+	@echo "  Django admin:     http://$(HOST):$(PORT)/admin/  (staff / flowpilot-demo)"
+	@echo "  curl:             curl -H 'Authorization: Token <token above>' 'http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d'"
+	@echo ""
+	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: $(VENV)/.installed
+	@echo "== Test suite on SQLite"
+	env -u DATABASE_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$$DATABASE_URL" ]; then \
+		echo "== Test suite on $$(echo "$$DATABASE_URL" | sed -E 's#://[^@/]*@#://***@#')"; \
+		$(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+		echo "== DATABASE_URL is not set: PostgreSQL run skipped (see README, 'Tests on PostgreSQL')"; \
+	fi
+
+check: $(VENV)/.installed
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""FlowPilot Analytics: post-claim activity lag of escalated AI sessions."""

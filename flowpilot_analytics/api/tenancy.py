@@ -1,0 +1,46 @@
+"""Turning a request into the one account it may read (the tenant), before any handler runs."""
+
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+
+from ..models import Membership
+
+ACCOUNT_PARAM = "account"
+
+
+class AccountParamSerializer(serializers.Serializer):
+    account = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        error_messages={"invalid": "A valid account id (a positive integer) is required."},
+    )
+
+
+def membership_for_request(*, user, query_params):
+    """The requesting user's membership in the account the request names.
+
+    ``account`` may be omitted by a user with a single membership. A user with
+    several must name one (400). An account the user is not a member of is a 404,
+    the same as one that does not exist, so ids cannot be probed. ``None`` when
+    the user has no membership at all (the permission then answers 403).
+    """
+    values = query_params.getlist(ACCOUNT_PARAM)
+    if len(values) > 1:
+        raise ValidationError({ACCOUNT_PARAM: ["Give the account parameter once."]})
+    params = AccountParamSerializer(data={ACCOUNT_PARAM: values[0]} if values else {})
+    params.is_valid(raise_exception=True)
+    memberships = Membership.objects.select_related("account").filter(user=user)
+
+    account_id = params.validated_data.get(ACCOUNT_PARAM)
+    if account_id is not None:
+        membership = memberships.filter(account_id=account_id).first()
+        if membership is None:
+            raise NotFound({ACCOUNT_PARAM: "No such account."})
+        return membership
+
+    candidates = list(memberships.order_by("account_id")[:2])
+    if len(candidates) > 1:
+        raise ValidationError(
+            {ACCOUNT_PARAM: ["You belong to several accounts: give the account id."]}
+        )
+    return candidates[0] if candidates else None

@@ -1,0 +1,146 @@
+"""
+Realistic demo data: two accounts, a user for every role, ~90 days of sessions.
+
+Deterministic for a given seed and ``now``. Used by ``manage.py seed_demo``.
+"""
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from .factories import (
+    AccountFactory,
+    AiSessionFactory,
+    AiSessionStepFactory,
+    MembershipFactory,
+    SessionHandoffFactory,
+    UserFactory,
+)
+from .models import AiSession, AiSessionStep, Membership, SessionHandoff
+
+DEMO_PASSWORD = "flowpilot-demo"
+DEMO_ACCOUNTS = (("northwind", "Northwind MSP"), ("contoso", "Contoso IT Services"))
+DEMO_DAYS = 90
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    username: str
+    password: str
+    token: str
+    description: str
+
+
+def seed_demo(*, now, reset=False, seed=2026):
+    """Create (or keep) the demo accounts, users and history; return the logins."""
+    rng = random.Random(seed)
+    with transaction.atomic():
+        accounts = [AccountFactory(slug=slug, name=name) for slug, name in DEMO_ACCOUNTS]
+        logins = _demo_users(accounts)
+        created = {}
+        for account in accounts:
+            has_data = AiSession.objects.filter(account=account).exists()
+            if has_data and reset:
+                AiSession.objects.filter(account=account).delete()
+                has_data = False
+            engineers = list(
+                get_user_model().objects.filter(
+                    flowpilot_memberships__account=account,
+                    flowpilot_memberships__role__in=[Membership.Role.ENGINEER, Membership.Role.ADMIN],
+                )
+            )
+            created[account.slug] = 0 if has_data else _demo_history(account, engineers, now, rng)
+    return accounts, logins, created
+
+
+def _demo_users(accounts):
+    logins = []
+
+    def login(username, description, *, staff=False):
+        user = UserFactory(username=username, password=DEMO_PASSWORD, is_staff=staff, is_superuser=staff)
+        token, _ = Token.objects.get_or_create(user=user)
+        logins.append(DemoLogin(username, DEMO_PASSWORD, token.key, description))
+        return user
+
+    for account in accounts:
+        for role in (Membership.Role.ADMIN, Membership.Role.ENGINEER, Membership.Role.VIEWER):
+            user = login(f"{account.slug}-{role}", f"{role} of {account.name}")
+            Membership.objects.update_or_create(user=user, account=account, defaults={"role": role})
+    multi = login("multi", f"engineer of {accounts[0].name}, viewer of {accounts[1].name}")
+    Membership.objects.update_or_create(
+        user=multi, account=accounts[0], defaults={"role": Membership.Role.ENGINEER}
+    )
+    Membership.objects.update_or_create(
+        user=multi, account=accounts[1], defaults={"role": Membership.Role.VIEWER}
+    )
+    login("staff", "Django admin superuser (no account membership)", staff=True)
+    return logins
+
+
+def _demo_history(account, engineers, now, rng):
+    """~90 days of sessions, AI steps, handoffs and post-claim steps; returns the handoff count."""
+    sessions, steps, handoffs = [], [], []
+    start = now - timedelta(days=DEMO_DAYS)
+    for day in range(DEMO_DAYS + 1):
+        day_start = start + timedelta(days=day)
+        for _ in range(rng.randint(8, 20)):
+            opened = day_start + timedelta(seconds=rng.uniform(0, 86_400))
+            if opened >= now:
+                continue
+            session = AiSessionFactory.build(account=account, created_at=opened)
+            sessions.append((session, _session_plan(opened, now, engineers, rng)))
+    AiSession.objects.bulk_create([session for session, _ in sessions], batch_size=2000)
+
+    for session, plan in sessions:
+        for created_at in plan["steps"]:
+            steps.append(AiSessionStepFactory.build(session=session, created_at=created_at))
+        for created_at, claimed_at, claimed_by in plan["handoffs"]:
+            handoffs.append(
+                SessionHandoffFactory.build(
+                    session=session, created_at=created_at, claimed_at=claimed_at, claimed_by=claimed_by
+                )
+            )
+    AiSessionStep.objects.bulk_create(steps, batch_size=5000)
+    SessionHandoff.objects.bulk_create(handoffs, batch_size=5000)
+    return len(handoffs)
+
+
+def _session_plan(opened, now, engineers, rng):
+    """The steps and handoffs of one session: AI steps, an escalation, the engineer's steps."""
+    steps = []
+    clock = opened
+    for _ in range(rng.randint(2, 6)):
+        clock += timedelta(seconds=rng.uniform(5, 90))
+        steps.append(clock)
+    handoffs = []
+    for _ in range(2 if rng.random() < 0.06 else 1):
+        escalated = clock + timedelta(seconds=rng.uniform(5, 60))
+        if rng.random() < 0.08:  # still waiting for an engineer
+            handoffs.append((escalated, None, None))
+            clock = escalated
+            continue
+        claimed = escalated + timedelta(seconds=rng.lognormvariate(4.5, 1.0))
+        handoffs.append((escalated, claimed, rng.choice(engineers) if engineers else None))
+        clock = claimed
+        if rng.random() < 0.10:  # claimed, but no action yet: the conversion gap
+            continue
+        lag = rng.lognormvariate(4.0, 1.0)  # median ~55 s
+        if rng.random() < 0.05:  # the long tail: the engineer got pulled away
+            lag *= rng.uniform(10, 60)
+        clock = claimed + timedelta(seconds=lag)
+        for _ in range(rng.randint(2, 8)):
+            steps.append(clock)
+            clock += timedelta(seconds=rng.uniform(10, 300))
+    # Whatever would lie in the future has not happened yet.
+    return {
+        "steps": [step for step in steps if step <= now],
+        "handoffs": [
+            (created, claimed if claimed and claimed <= now else None, by if claimed and claimed <= now else None)
+            for created, claimed, by in handoffs
+            if created <= now
+        ],
+    }

@@ -1,0 +1,128 @@
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+
+class Account(models.Model):
+    """A customer account (MSP): the tenant every other row belongs to."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's role in one account; a user may belong to several accounts."""
+
+    class Role(models.TextChoices):
+        VIEWER = "viewer", "Viewer"
+        ENGINEER = "engineer", "Engineer"
+        ADMIN = "admin", "Admin"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flowpilot_memberships"
+    )
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "account"], name="membership_unique_user_account"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} is {self.role} of {self.account}"
+
+
+class AccountOwnedMixin(models.Model):
+    """Rows whose ``account`` is denormalised from their session's account."""
+
+    class Meta:
+        abstract = True
+
+    def clean(self):
+        super().clean()
+        if self.session_id and self.account_id and self.session.account_id != self.account_id:
+            raise ValidationError({"account": "Must be the account of the session."})
+
+    def save(self, *args, **kwargs):
+        if self.account_id is None and self.session_id is not None:
+            self.account_id = self.session.account_id
+        super().save(*args, **kwargs)
+
+
+class AiSession(models.Model):
+    """An AI-guided troubleshooting session."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="ai_sessions")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "ai_session"
+        verbose_name = "AI session"
+
+    def __str__(self):
+        return f"Session {self.pk}"
+
+
+class AiSessionStep(AccountOwnedMixin):
+    """One recorded step of a session (by the AI or by an engineer)."""
+
+    # The composite (session, created_at) index below serves every lookup by
+    # session, so the foreign key's own single-column index would be dead weight.
+    session = models.ForeignKey(AiSession, on_delete=models.CASCADE, related_name="steps", db_index=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "ai_session_step"
+        verbose_name = "AI session step"
+        indexes = [
+            # The first-action probe: equality on session, range on created_at,
+            # account carried along so PostgreSQL can answer from the index alone.
+            models.Index(
+                fields=["session", "created_at"], include=["account"], name="step_session_created"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Step {self.pk} of session {self.session_id}"
+
+
+class SessionHandoff(AccountOwnedMixin):
+    """An escalation of a session to a human engineer, and its claim."""
+
+    session = models.ForeignKey(AiSession, on_delete=models.CASCADE, related_name="handoffs")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        db_table = "session_handoff"
+        indexes = [
+            # The metric's window scan: one account, a claimed_at range. Partial
+            # on claimed rows (the only ones measured), carrying session_id for
+            # the correlated probe into the steps.
+            models.Index(
+                fields=["account", "claimed_at"],
+                include=["session"],
+                condition=models.Q(claimed_at__isnull=False),
+                name="handoff_account_claimed",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Handoff {self.pk} of session {self.session_id}"

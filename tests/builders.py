@@ -1,0 +1,23 @@
+"""Small builders over the factories, in the words of the contract."""
+
+from datetime import timedelta
+
+from flowpilot_analytics.factories import AiSessionFactory, AiSessionStepFactory, SessionHandoffFactory
+
+
+def claimed_handoff(account, *, claimed_at, lag=None, session=None, claimed_by=None):
+    """A handoff claimed at ``claimed_at``; with ``lag`` (seconds), a step that long after the claim."""
+    session = session or AiSessionFactory(account=account, created_at=claimed_at - timedelta(minutes=10))
+    handoff = SessionHandoffFactory(
+        session=session,
+        created_at=claimed_at - timedelta(minutes=1),
+        claimed_at=claimed_at,
+        claimed_by=claimed_by,
+    )
+    if lag is not None:
+        AiSessionStepFactory(session=session, created_at=claimed_at + timedelta(seconds=lag))
+    return handoff
+
+
+def step(session, at):
+    return AiSessionStepFactory(session=session, created_at=at)

@@ -1,0 +1,233 @@
+"""GET /api/v1/analytics/flowpilot/escalations: CONTRACT.md "The API"."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from flowpilot_analytics.constants import METRIC_DEFINITION
+from flowpilot_analytics.factories import AccountFactory, UserFactory
+from flowpilot_analytics.models import Membership
+from tests.builders import claimed_handoff
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/analytics/flowpilot/escalations"
+CONTRACT_FIELDS = {
+    "period",
+    "n_handoffs_claimed",
+    "n_handoffs_with_action",
+    "avg_seconds_to_first_action",
+    "median_seconds_to_first_action",
+    "p95_seconds_to_first_action",
+    "metric_definition",
+}
+
+
+def test_url_is_the_contracts():
+    assert reverse("flowpilot_analytics:escalation-metrics") == URL
+
+
+def test_engineer_gets_the_figures_of_their_account(engineer_client, account, other_account):
+    now = timezone.now()
+    claimed_handoff(account, claimed_at=now - timedelta(days=2), lag=30)
+    claimed_handoff(account, claimed_at=now - timedelta(days=3), lag=90)
+    claimed_handoff(account, claimed_at=now - timedelta(days=4))
+    claimed_handoff(other_account, claimed_at=now - timedelta(days=2), lag=5)
+
+    response = engineer_client.get(URL, {"period": "7d"})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= CONTRACT_FIELDS
+    assert body == {
+        "period": "7d",
+        "n_handoffs_claimed": 3,
+        "n_handoffs_with_action": 2,
+        "avg_seconds_to_first_action": 60.0,
+        "median_seconds_to_first_action": 60.0,
+        "p95_seconds_to_first_action": 87.0,
+        "metric_definition": METRIC_DEFINITION,
+    }
+
+
+def test_metric_definition_is_the_exact_contract_text(engineer_client):
+    body = engineer_client.get(URL).json()
+    assert body["metric_definition"] == (
+        "elapsed_seconds(first ai_session_step in session where created_at > SessionHandoff.claimed_at)"
+        " \u2014 measures post-claim activity lag, NOT verbal-handoff savings. Pair with manual baseline."
+    )
+
+
+def test_period_defaults_to_30d_and_types_are_the_schemas(engineer_client, account):
+    claimed_handoff(account, claimed_at=timezone.now() - timedelta(days=20), lag=1)
+    claimed_handoff(account, claimed_at=timezone.now() - timedelta(days=40), lag=1)
+
+    body = engineer_client.get(URL).json()
+
+    assert body["period"] == "30d"
+    assert body["n_handoffs_claimed"] == 1
+    assert isinstance(body["avg_seconds_to_first_action"], float)
+
+
+def test_no_data_gives_zeros_and_nulls(engineer_client):
+    body = engineer_client.get(URL, {"period": "90d"}).json()
+    assert body["n_handoffs_claimed"] == body["n_handoffs_with_action"] == 0
+    assert body["avg_seconds_to_first_action"] is None
+    assert body["median_seconds_to_first_action"] is None
+    assert body["p95_seconds_to_first_action"] is None
+
+
+@pytest.mark.parametrize("period", ["7d", "30d", "90d"])
+def test_admin_may_read_every_period(api_client, member, period):
+    api_client.force_authenticate(member(Membership.Role.ADMIN))
+    response = api_client.get(URL, {"period": period})
+    assert response.status_code == 200
+    assert response.json()["period"] == period
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["period=7D", "period=14d", "period=0d", "period=", "period=7", "period=7d%00", "period=junk",
+     "period=7d&period=30d", "period=7d&period=7d"],
+)
+def test_bad_period_is_400_naming_the_field_and_allowed_values(engineer_client, query):
+    response = engineer_client.get(f"{URL}?{query}")
+
+    assert response.status_code == 400
+    [message] = response.json()["period"]
+    assert "7d, 30d, 90d" in message
+
+
+def test_anonymous_is_401(api_client):
+    response = api_client.get(URL)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_bad_token_is_401(api_client):
+    response = api_client.get(URL, HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert response.status_code == 401
+
+
+def test_token_authentication_works(api_client, member):
+    token = Token.objects.create(user=member(Membership.Role.ENGINEER))
+    response = api_client.get(URL, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 200
+
+
+def test_session_login_works(client, member):
+    user = member(Membership.Role.ENGINEER)
+    client.force_login(user)
+    assert client.get(URL, HTTP_ACCEPT="application/json").status_code == 200
+
+
+def test_viewer_is_denied_403(api_client, member):
+    api_client.force_authenticate(member(Membership.Role.VIEWER))
+    assert api_client.get(URL).status_code == 403
+
+
+def test_user_without_membership_is_denied_403(api_client, account):
+    api_client.force_authenticate(UserFactory())
+    assert api_client.get(URL).status_code == 403
+
+
+def test_staff_without_membership_is_denied_403(api_client, account):
+    api_client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
+    assert api_client.get(URL).status_code == 403
+
+
+def test_several_memberships_without_account_is_400(api_client, member, account, other_account):
+    user = member(Membership.Role.ENGINEER, account=account)
+    member(Membership.Role.ADMIN, account=other_account, user=user)
+    api_client.force_authenticate(user)
+
+    response = api_client.get(URL)
+
+    assert response.status_code == 400
+    assert "account" in response.json()
+
+
+def test_several_memberships_pick_the_account_and_its_role(api_client, member, account, other_account):
+    now = timezone.now()
+    claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=10)
+    claimed_handoff(other_account, claimed_at=now - timedelta(days=1), lag=20)
+    user = member(Membership.Role.ENGINEER, account=account)
+    member(Membership.Role.VIEWER, account=other_account, user=user)
+    api_client.force_authenticate(user)
+
+    mine = api_client.get(URL, {"account": account.pk})
+    assert mine.status_code == 200
+    assert mine.json()["avg_seconds_to_first_action"] == 10.0
+    assert api_client.get(URL, {"account": other_account.pk}).status_code == 403
+
+
+def test_account_of_which_user_is_not_a_member_is_404_like_a_missing_one(
+    engineer_client, other_account
+):
+    foreign = engineer_client.get(URL, {"account": other_account.pk})
+    missing = engineer_client.get(URL, {"account": other_account.pk + 1000})
+
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json() == missing.json()
+
+
+@pytest.mark.parametrize("value", ["abc", "", "-1", "0", "1.5", "1e3"])
+def test_malformed_account_is_400_naming_the_field(engineer_client, value):
+    response = engineer_client.get(URL, {"account": value})
+    assert response.status_code == 400
+    assert "account" in response.json()
+
+
+def test_repeated_account_is_400(engineer_client, account):
+    response = engineer_client.get(f"{URL}?account={account.pk}&account={account.pk}")
+    assert response.status_code == 400
+    assert "account" in response.json()
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_writes_are_405(engineer_client, method):
+    assert getattr(engineer_client, method)(URL).status_code == 405
+
+
+def test_head_and_options_are_allowed(engineer_client):
+    assert engineer_client.head(URL).status_code == 200
+    options = engineer_client.options(URL)
+    assert options.status_code == 200
+    assert set(options["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "OPTIONS"}
+
+
+def test_browsable_api_renders_with_a_login_link(client, account):
+    page = client.get(URL, HTTP_ACCEPT="text/html")
+    assert page.status_code == 401
+    assert "/api-auth/login/" in page.content.decode()
+
+
+def test_browsable_api_renders_the_figures_for_a_logged_in_engineer(client, member):
+    client.force_login(member(Membership.Role.ENGINEER))
+    page = client.get(URL, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert "n_handoffs_claimed" in page.content.decode()
+
+
+def seed_handoffs(account, count):
+    now = timezone.now()
+    for index in range(count):
+        claimed_handoff(account, claimed_at=now - timedelta(minutes=index + 1), lag=index % 97)
+
+
+def test_query_count_does_not_grow_with_handoffs(api_client, member, account, django_assert_num_queries):
+    token = Token.objects.create(user=member(Membership.Role.ENGINEER))
+    headers = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
+
+    seed_handoffs(account, 10)
+    # token + user, membership, the metric itself
+    with django_assert_num_queries(3):
+        assert api_client.get(URL, **headers).json()["n_handoffs_claimed"] == 10
+
+    seed_handoffs(AccountFactory(), 50)
+    seed_handoffs(account, 490)
+    with django_assert_num_queries(3):
+        assert api_client.get(URL, **headers).json()["n_handoffs_claimed"] == 500

@@ -1,0 +1,196 @@
+"""The metric selector: CONTRACT.md "The computation", case by case."""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowpilot_analytics import selectors
+from flowpilot_analytics.constants import METRIC_DEFINITION
+from flowpilot_analytics.factories import (
+    AccountFactory,
+    AiSessionFactory,
+    AiSessionStepFactory,
+    SessionHandoffFactory,
+)
+from flowpilot_analytics.selectors import (
+    claimed_handoffs_with_first_action,
+    escalation_metrics,
+    escalation_metrics_by_account,
+)
+from tests.builders import claimed_handoff, step
+
+pytestmark = pytest.mark.django_db
+
+
+def figures(metrics):
+    return (
+        metrics.n_handoffs_claimed,
+        metrics.n_handoffs_with_action,
+        metrics.avg_seconds_to_first_action,
+        metrics.median_seconds_to_first_action,
+        metrics.p95_seconds_to_first_action,
+    )
+
+
+def test_happy_path_with_hand_computed_figures(account, now):
+    for hours_ago, lag in [(1, 30), (5, 60), (30, 120.5)]:
+        claimed_handoff(account, claimed_at=now - timedelta(hours=hours_ago), lag=lag)
+
+    metrics = escalation_metrics(account=account, period="7d", now=now)
+
+    # mean (30 + 60 + 120.5) / 3; p95 at rank 1.9: 60 + 0.9 * 60.5
+    assert figures(metrics) == (3, 3, 70.167, 60.0, 114.45)
+    assert metrics.period == "7d"
+    assert metrics.metric_definition == METRIC_DEFINITION
+
+
+def test_no_data_gives_zero_counts_and_null_statistics(account, now):
+    assert figures(escalation_metrics(account=account, period="30d", now=now)) == (0, 0, None, None, None)
+
+
+def test_claimed_without_action_counts_as_claimed_only(account, now):
+    claimed_handoff(account, claimed_at=now - timedelta(hours=2), lag=42)
+    claimed_handoff(account, claimed_at=now - timedelta(hours=3))
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (2, 1, 42.0, 42.0, 42.0)
+
+
+def test_window_is_closed_at_both_edges_of_seven_days(account, now):
+    claimed_handoff(account, claimed_at=now - timedelta(days=7), lag=10)  # first instant inside
+    claimed_handoff(account, claimed_at=now, lag=20)  # last instant inside
+    claimed_handoff(account, claimed_at=now - timedelta(days=7, microseconds=1), lag=1000)
+    claimed_handoff(account, claimed_at=now + timedelta(microseconds=1), lag=1000)
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (2, 2, 15.0, 15.0, 19.5)
+    assert escalation_metrics(account=account, period="30d", now=now).n_handoffs_claimed == 3
+
+
+def test_unclaimed_handoffs_are_ignored(account, now):
+    session = AiSessionFactory(account=account, created_at=now - timedelta(hours=1))
+    SessionHandoffFactory(session=session, created_at=now - timedelta(minutes=30), claimed_at=None)
+    step(session, now - timedelta(minutes=10))
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (0, 0, None, None, None)
+
+
+def test_steps_at_or_before_the_claim_are_not_actions(account, now):
+    claimed_at = now - timedelta(hours=1)
+    handoff = claimed_handoff(account, claimed_at=claimed_at)
+    step(handoff.session, claimed_at - timedelta(seconds=30))
+    step(handoff.session, claimed_at)
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (1, 0, None, None, None)
+
+    step(handoff.session, claimed_at + timedelta(microseconds=1500))
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (1, 1, 0.002, 0.002, 0.002)
+
+
+def test_first_action_is_the_earliest_later_step(account, now):
+    claimed_at = now - timedelta(hours=1)
+    handoff = claimed_handoff(account, claimed_at=claimed_at, lag=300)
+    step(handoff.session, claimed_at + timedelta(seconds=45))
+    step(handoff.session, claimed_at + timedelta(seconds=90))
+
+    handoff_row = claimed_handoffs_with_first_action(
+        accounts=[account], start=now - timedelta(days=1), end=now
+    ).get()
+    assert handoff_row.first_action_at == claimed_at + timedelta(seconds=45)
+
+
+def test_handoffs_of_one_session_are_measured_independently(account, now):
+    first_claim = now - timedelta(hours=2)
+    session = AiSessionFactory(account=account, created_at=first_claim - timedelta(minutes=5))
+    claimed_handoff(account, claimed_at=first_claim, session=session)
+    claimed_handoff(account, claimed_at=first_claim + timedelta(seconds=100), session=session)
+    step(session, first_claim + timedelta(seconds=130))
+
+    # One step serves both: 130 s after the first claim, 30 s after the second.
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (2, 2, 80.0, 80.0, 125.0)
+
+
+def test_known_median_and_p95_over_many_handoffs(account, now):
+    for seconds in range(1, 21):
+        claimed_handoff(account, claimed_at=now - timedelta(hours=seconds), lag=seconds)
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (20, 20, 10.5, 10.5, 19.05)
+
+
+def test_millisecond_precision_survives(account, now):
+    claimed_handoff(account, claimed_at=now - timedelta(minutes=3), lag=0.0004)
+    claimed_handoff(account, claimed_at=now - timedelta(minutes=2), lag=86_400 * 3 + 0.0124)
+
+    metrics = escalation_metrics(account=account, period="7d", now=now)
+    assert metrics.avg_seconds_to_first_action == 129_600.006
+    assert metrics.median_seconds_to_first_action == 129_600.006
+    assert metrics.p95_seconds_to_first_action == 246_240.012
+
+
+def test_other_accounts_never_change_the_figures(account, other_account, now):
+    """Interleaved ids, a foreign step inside our session, foreign handoffs in the window."""
+    rng = random.Random(7)
+    for index in range(20):
+        claimed_at = now - timedelta(hours=index + 1)
+        claimed_handoff(other_account, claimed_at=claimed_at, lag=rng.uniform(1, 5000))
+        if index % 2 == 0:
+            claimed_handoff(account, claimed_at=claimed_at, lag=index + 1)
+    ours_alone = figures(escalation_metrics(account=account, period="7d", now=now))
+
+    victim = claimed_handoff(account, claimed_at=now - timedelta(minutes=5))
+    # A mis-attributed step of the other tenant, inside our session, right after the claim.
+    AiSessionStepFactory(session=victim.session, account=other_account, created_at=now - timedelta(minutes=4))
+
+    assert ours_alone == (10, 10, 10.0, 10.0, 18.1)
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (11, 10, 10.0, 10.0, 18.1)
+
+
+def test_by_account_lists_every_account_and_matches_the_single_account_path(account, other_account, now):
+    empty = AccountFactory(slug="empty")
+    claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=12)
+    claimed_handoff(other_account, claimed_at=now - timedelta(hours=1), lag=99)
+
+    by_account = escalation_metrics_by_account(period="30d", now=now)
+
+    assert set(by_account) == {account.pk, other_account.pk, empty.pk}
+    for each in (account, other_account, empty):
+        assert by_account[each.pk] == escalation_metrics(account=each, period="30d", now=now)
+    assert figures(by_account[empty.pk]) == (0, 0, None, None, None)
+
+
+def test_one_query_whatever_the_number_of_handoffs(account, now, django_assert_num_queries):
+    for index in range(30):
+        claimed_handoff(account, claimed_at=now - timedelta(hours=index), lag=index)
+    with django_assert_num_queries(1):
+        escalation_metrics(account=account, period="7d", now=now)
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lags=st.lists(
+        st.one_of(st.none(), st.integers(min_value=1, max_value=3 * 86_400 * 1_000_000)),
+        max_size=25,
+    ),
+    duplicate=st.booleans(),
+)
+def test_sql_aggregation_equals_python_aggregation(now, lags, duplicate):
+    """The PostgreSQL path and the Python path agree exactly, ties and empty sets included."""
+    assert connection.vendor == "postgresql"
+    account = AccountFactory()
+    if duplicate and lags:
+        lags = lags + lags[:3]
+    for index, lag in enumerate(lags):
+        claimed_handoff(
+            account,
+            claimed_at=now - timedelta(minutes=index + 1),
+            lag=None if lag is None else lag / 1_000_000,
+        )
+    queryset = claimed_handoffs_with_first_action(accounts=[account], start=now - timedelta(days=7), end=now)
+
+    in_sql = selectors._summaries_in_sql(queryset, connection)
+    in_python = selectors._summaries_in_python(queryset)
+
+    assert in_sql == in_python

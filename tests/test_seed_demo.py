@@ -1,0 +1,60 @@
+"""seed_demo: the data `make run` serves."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+
+from flowpilot_analytics.models import Account, AiSessionStep, Membership, SessionHandoff
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/analytics/flowpilot/escalations"
+
+
+def seed(*args):
+    out = StringIO()
+    call_command("seed_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_seed_creates_accounts_roles_and_realistic_history():
+    output = seed()
+
+    assert set(Account.objects.values_list("slug", flat=True)) == {"northwind", "contoso"}
+    roles = set(Membership.objects.values_list("account__slug", "role"))
+    assert {(slug, role) for slug in ("northwind", "contoso") for role in Membership.Role.values} <= roles
+    handoffs = SessionHandoff.objects.all()
+    assert handoffs.filter(claimed_at__isnull=True).exists(), "some handoffs are still unclaimed"
+    assert handoffs.count() > 1000
+    assert AiSessionStep.objects.count() > 5 * handoffs.count() / 2
+    for token in Token.objects.all():
+        assert token.key in output
+    assert "flowpilot-demo" in output
+
+
+def test_seed_is_idempotent_and_reset_regenerates():
+    seed()
+    counts = (SessionHandoff.objects.count(), AiSessionStep.objects.count(), Membership.objects.count())
+    tokens = set(Token.objects.values_list("key", flat=True))
+
+    output = seed()
+
+    assert "already present" in output
+    assert (SessionHandoff.objects.count(), AiSessionStep.objects.count(), Membership.objects.count()) == counts
+    assert set(Token.objects.values_list("key", flat=True)) == tokens
+
+    seed("--reset")
+    assert SessionHandoff.objects.count() == counts[0]
+
+
+def test_demo_tokens_give_figures_to_engineers_and_403_to_viewers(api_client):
+    seed()
+    engineer = Token.objects.get(user__username="northwind-engineer").key
+    viewer = Token.objects.get(user__username="northwind-viewer").key
+
+    body = api_client.get(URL, {"period": "90d"}, HTTP_AUTHORIZATION=f"Token {engineer}").json()
+    assert body["n_handoffs_claimed"] > body["n_handoffs_with_action"] > 100
+    assert body["median_seconds_to_first_action"] < body["p95_seconds_to_first_action"]
+    assert api_client.get(URL, HTTP_AUTHORIZATION=f"Token {viewer}").status_code == 403

@@ -1,0 +1,85 @@
+"""The pure statistics module, checked against NumPy's default percentile with no database."""
+
+from datetime import datetime, timedelta, timezone
+
+import numpy
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowpilot_analytics.stats import (
+    lag_microseconds,
+    mean_seconds,
+    percentile,
+    summarize_lags,
+    to_seconds,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+lags = st.lists(st.integers(min_value=0, max_value=30 * 86_400 * 1_000_000), max_size=300)
+
+
+def test_lag_is_exact_in_microseconds_across_days():
+    assert lag_microseconds(T0, T0 + timedelta(days=2, seconds=3, microseconds=7)) == 172_803_000_007
+
+
+def test_lag_without_action_is_none():
+    assert lag_microseconds(T0, None) is None
+
+
+def test_negative_lag_is_floored_at_zero():
+    assert lag_microseconds(T0, T0 - timedelta(seconds=5)) == 0
+
+
+def test_no_values_gives_nulls():
+    summary = summarize_lags(3, [])
+    assert (summary.n_handoffs_claimed, summary.n_handoffs_with_action) == (3, 0)
+    assert summary.avg_seconds is summary.median_seconds is summary.p95_seconds is None
+
+
+def test_one_value_is_every_statistic():
+    summary = summarize_lags(1, [12_345_678])
+    assert summary.avg_seconds == summary.median_seconds == summary.p95_seconds == 12.346
+
+
+def test_known_percentiles_interpolate_between_ranks():
+    # 1..20 seconds: median halfway between 10 and 11, p95 at rank 18.05.
+    summary = summarize_lags(20, [s * 1_000_000 for s in range(20, 0, -1)])
+    assert summary.avg_seconds == 10.5
+    assert summary.median_seconds == 10.5
+    assert summary.p95_seconds == 19.05
+
+
+def test_rounding_is_to_milliseconds():
+    assert to_seconds(1_234_567) == 1.235
+    assert to_seconds(1_234_499) == 1.234
+    assert mean_seconds(1, 3) == 0.0
+
+
+def test_percentile_rejects_fraction_outside_unit_interval():
+    with pytest.raises(ValueError):
+        percentile([1, 2], 1.5)
+
+
+@given(values=lags, fraction=st.sampled_from([0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0]))
+def test_percentile_matches_numpy_linear(values, fraction):
+    expected = None if not values else float(numpy.percentile(values, fraction * 100))
+    got = percentile(sorted(values), fraction)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-6)
+
+
+@given(values=lags)
+def test_summary_matches_a_straightforward_reference(values):
+    summary = summarize_lags(len(values) + 2, values)
+    assert summary.n_handoffs_with_action == len(values)
+    if not values:
+        assert summary.avg_seconds is None
+        return
+    seconds = [v / 1_000_000 for v in values]
+    assert summary.avg_seconds == pytest.approx(sum(seconds) / len(seconds), abs=0.0005 + 1e-9)
+    assert summary.median_seconds == pytest.approx(float(numpy.median(seconds)), abs=0.0005 + 1e-9)
+    assert summary.p95_seconds == pytest.approx(float(numpy.percentile(seconds, 95)), abs=0.0005 + 1e-9)
+    assert min(seconds) - 0.0005 <= summary.median_seconds <= max(seconds) + 0.0005
