@@ -96,8 +96,9 @@ TEMPLATES = [
 # https://github.com/jazzband/dj-database-url
 # ------------------------------------------------------------------------------
 DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+    "default": dj_database_url.parse(
+        # An empty DATABASE_URL counts as unset: `make run` relies on it.
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "0")),
         conn_health_checks=True,
     )
