@@ -53,7 +53,8 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the escalation summary widget on its index page.
+    "flowpilot_analytics.admin_apps.FlowpilotAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
