@@ -20,7 +20,7 @@ def _round_half_up(value):
 
 
 def human_duration(seconds):
-    """``None`` → ``—``; ``4.25`` → ``4.3s``; ``42`` → ``42s``; ``245.1`` → ``4m 05s``;
+    """``None`` → ``—``; ``4.26`` → ``4.3s``; ``42`` → ``42s``; ``245.1`` → ``4m 05s``;
     ``7380`` → ``2h 03m``; ``273600`` → ``3d 04h``.
 
     Two units at most, the smaller one zero-padded so columns line up; each
