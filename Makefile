@@ -56,3 +56,8 @@ check: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis
+
+# The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
+.PHONY: screenshot
+screenshot: $(VENV)/.installed
+	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q
