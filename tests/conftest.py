@@ -1,11 +1,13 @@
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.db import connection
+from django.utils import timezone as django_timezone
 from rest_framework.test import APIClient
 
 from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
+from tests.builders import claimed_handoff
 
 # A fixed "now" keeps window edges exact; every test that builds data passes it on.
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
@@ -29,6 +31,23 @@ def account(db):
 @pytest.fixture
 def other_account(db):
     return AccountFactory(name="Globex IT", slug="globex")
+
+
+@pytest.fixture
+def three_accounts(account, other_account):
+    """Claims relative to the real clock, for the faces that read it (admin widget, report command).
+
+    acme: in the week 30 s, 4m 05.12s and a claim without action, plus 7200 s 40 days ago;
+    globex: one 3 s claim 10 days ago; zeta: no data at all.
+    """
+    now = django_timezone.now()
+    claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=30)
+    claimed_handoff(account, claimed_at=now - timedelta(days=2), lag=245.12)
+    claimed_handoff(account, claimed_at=now - timedelta(days=3))
+    claimed_handoff(account, claimed_at=now - timedelta(days=40), lag=7200)
+    claimed_handoff(other_account, claimed_at=now - timedelta(days=10), lag=3)
+    empty = AccountFactory(name="Zeta Empty", slug="zeta")
+    return account, other_account, empty
 
 
 @pytest.fixture

@@ -71,20 +71,7 @@ def widget(response):
     return parser
 
 
-@pytest.fixture
-def dataset(account, other_account):
-    """acme: 7d has 30 s, 4m 05s and a claim without action; globex: one slow claim; zeta: empty."""
-    now = timezone.now()
-    claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=30)
-    claimed_handoff(account, claimed_at=now - timedelta(days=2), lag=245.12)
-    claimed_handoff(account, claimed_at=now - timedelta(days=3))
-    claimed_handoff(account, claimed_at=now - timedelta(days=40), lag=7200)
-    claimed_handoff(other_account, claimed_at=now - timedelta(days=10), lag=3)
-    empty = AccountFactory(name="Zeta Empty", slug="zeta")
-    return account, other_account, empty
-
-
-def test_widget_shows_each_accounts_figures_for_every_period(admin_client, dataset):
+def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three_accounts):
     response = admin_client.get("/admin/")
 
     assert response.status_code == 200
@@ -106,9 +93,9 @@ def test_widget_shows_each_accounts_figures_for_every_period(admin_client, datas
     assert page.charts == {"acme", "globex"}
 
 
-def test_widget_figures_are_the_apis(admin_client, dataset, api_client, member):
+def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, member):
     page = widget(admin_client.get("/admin/"))
-    api_client.force_authenticate(member(Membership.Role.ENGINEER, account=dataset[0]))
+    api_client.force_authenticate(member(Membership.Role.ENGINEER, account=three_accounts[0]))
     for period in ("7d", "30d", "90d"):
         body = api_client.get(URL, {"period": period}).json()
         cells = page.cells[("acme", period)]
@@ -118,7 +105,7 @@ def test_widget_figures_are_the_apis(admin_client, dataset, api_client, member):
             assert float(cells[name][1]) == body[name]
 
 
-def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_client, dataset):
+def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_client, three_accounts):
     page = widget(admin_client.get("/admin/"))
     # 30d: acme acted on 2 of 3 claims, globex on all; zeta has none.
     assert page.accounts == ["acme", "globex", "zeta"]
@@ -126,13 +113,13 @@ def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_cli
     assert not [key for key in page.cells if key[0] == "zeta"]
 
 
-def test_metric_definition_is_shown_beside_the_figures(admin_client, dataset):
+def test_metric_definition_is_shown_beside_the_figures(admin_client, three_accounts):
     content = admin_client.get("/admin/").content.decode()
     assert html.escape(METRIC_DEFINITION, quote=False) in content
     assert content.index('id="escalation-metric-definition"') < content.index('data-account="acme"')
 
 
-def test_the_stock_admin_index_is_still_there(admin_client, dataset):
+def test_the_stock_admin_index_is_still_there(admin_client, three_accounts):
     response = admin_client.get("/admin/")
     content = response.content.decode()
     assert isinstance(admin.site, FlowpilotAdminSite)
@@ -141,16 +128,16 @@ def test_the_stock_admin_index_is_still_there(admin_client, dataset):
     assert "/admin/auth/user/" in content
 
 
-def test_non_staff_are_sent_to_the_login_page(client, dataset):
+def test_non_staff_are_sent_to_the_login_page(client, three_accounts):
     assert client.get("/admin/").url == "/admin/login/?next=/admin/"
-    member = MembershipFactory(account=dataset[0], role=Membership.Role.ADMIN).user
+    member = MembershipFactory(account=three_accounts[0], role=Membership.Role.ADMIN).user
     client.force_login(member)
     response = client.get("/admin/")
     assert response.status_code == 302
     assert response.url == "/admin/login/?next=/admin/"
 
 
-def test_staff_who_may_not_view_handoffs_do_not_see_the_widget(client, dataset):
+def test_staff_who_may_not_view_handoffs_do_not_see_the_widget(client, three_accounts):
     staff = UserFactory(is_staff=True)
     client.force_login(staff)
     response = client.get("/admin/")
@@ -163,14 +150,14 @@ def test_staff_who_may_not_view_handoffs_do_not_see_the_widget(client, dataset):
     assert widget(response).accounts == ["acme", "globex", "zeta"]
 
 
-def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(admin_client, dataset, monkeypatch):
+def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(admin_client, three_accounts, monkeypatch):
     monkeypatch.setattr(admin.site, "escalation_summary_limit", 2)
     response = admin_client.get("/admin/")
     assert widget(response).accounts == ["acme", "globex"]
     assert "1 more account not shown" in response.content.decode()
 
 
-def test_index_queries_do_not_grow_with_accounts(admin_client, dataset, django_assert_num_queries):
+def test_index_queries_do_not_grow_with_accounts(admin_client, three_accounts, django_assert_num_queries):
     admin_client.get("/admin/")  # warm the session and the content types
     # Session, user, the summary (accounts, 3 periods, daily series), recent actions.
     with django_assert_num_queries(8):
@@ -229,8 +216,8 @@ def test_changelists_load_in_a_constant_number_of_queries(admin_client, model, q
         ("sessionhandoff", {"q": "acme", "created_at__year": str(timezone.now().year)}),
     ],
 )
-def test_changelist_search_and_filters_work(admin_client, dataset, model, params):
-    acme = dataset[0]
+def test_changelist_search_and_filters_work(admin_client, three_accounts, model, params):
+    acme = three_accounts[0]
     MembershipFactory(account=acme, role=Membership.Role.ENGINEER)
     SessionHandoffFactory(session=acme.ai_sessions.first(), claimed_at=None)
     params = {name: value.format(acme=acme.pk) for name, value in params.items()}

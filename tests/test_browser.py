@@ -43,7 +43,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def browser():
+def browser(live_server, transactional_db):
+    """Set up after the server and the database, so it is closed before the database is flushed."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -67,25 +68,29 @@ def frozen_now(monkeypatch):
     return instant
 
 
-def log_in(browser, url, username):
+def log_in(browser, url, username, *, then):
+    """Logs in through the form at ``url`` and waits for the element ``then`` (a CSS selector)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
     browser.get(url)
     browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys(DEMO_PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    return WebDriverWait(browser, 30).until(
+        expected_conditions.presence_of_element_located((By.CSS_SELECTOR, then))
+    )
 
 
-def test_admin_widget_and_browsable_api_in_chromium(browser, live_server, transactional_db, frozen_now, tmp_path):
+def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     accounts, _, _ = seed_demo(now=frozen_now)
     AccountFactory(slug="fabrikam", name="Fabrikam Support")  # an account without data yet
     northwind = next(account for account in accounts if account.slug == "northwind")
 
-    log_in(browser, f"{live_server.url}/admin/", "staff")
-
-    widget = browser.find_element(By.ID, "escalation-summary")
+    widget = log_in(browser, f"{live_server.url}/admin/", "staff", then="#escalation-summary")
     accounts_shown = [
         element.get_attribute("data-account") for element in widget.find_elements(By.CSS_SELECTOR, "tbody[data-account]")
     ]
@@ -109,11 +114,15 @@ def test_admin_widget_and_browsable_api_in_chromium(browser, live_server, transa
     widget.screenshot(str(tmp_path / "admin-widget.png"))
 
     api_page = f"/api/v1/analytics/flowpilot/escalations?period=90d&account={northwind.pk}"
-    log_in(browser, f"{live_server.url}/api-auth/login/?next={quote(api_page)}", "northwind-engineer")
+    response = log_in(
+        browser,
+        f"{live_server.url}/api-auth/login/?next={quote(api_page)}",
+        "northwind-engineer",
+        then=".response-info pre",
+    ).text
 
     assert browser.current_url == f"{live_server.url}{api_page}"
     assert "Escalation Metrics" in browser.title
-    response = browser.find_element(By.CSS_SELECTOR, ".response-info pre").text
     assert response.startswith("HTTP 200 OK")
     body = json.loads(response[response.index("{") :])
     assert body["n_handoffs_claimed"] == widget_claimed

@@ -15,20 +15,17 @@ from flowpilot_analytics.factories import AccountFactory
 from flowpilot_analytics.management.commands.escalation_report import PROGRESS_MIN_ACCOUNTS
 from flowpilot_analytics.models import Membership
 from tests.builders import claimed_handoff
+from tests.test_api import CONTRACT_FIELDS, URL
 
 pytestmark = pytest.mark.django_db
 
-URL = "/api/v1/analytics/flowpilot/escalations"
-API_FIELDS = [
-    "period",
-    "n_handoffs_claimed",
-    "n_handoffs_with_action",
-    "avg_seconds_to_first_action",
-    "median_seconds_to_first_action",
-    "p95_seconds_to_first_action",
-    "metric_definition",
-]
-REPORT_FIELDS = ["account", "account_id", *API_FIELDS]
+REPORT_FIELDS = {"account", "account_id"} | CONTRACT_FIELDS
+
+
+def assert_report_columns(columns):
+    """The account first, then exactly the API's fields."""
+    assert list(columns)[:2] == ["account", "account_id"]
+    assert set(columns) == REPORT_FIELDS
 
 
 class Terminal(io.StringIO):
@@ -44,19 +41,6 @@ def report(*args, stdout=None, stderr=None):
     return stdout.getvalue(), stderr.getvalue()
 
 
-@pytest.fixture
-def dataset(account, other_account):
-    """acme: three claims in the week (one without action) and one older; globex: one; empty: none."""
-    now = timezone.now()
-    claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=30.5)
-    claimed_handoff(account, claimed_at=now - timedelta(days=2), lag=245.12)
-    claimed_handoff(account, claimed_at=now - timedelta(days=3))
-    claimed_handoff(account, claimed_at=now - timedelta(days=20), lag=4000)
-    claimed_handoff(other_account, claimed_at=now - timedelta(days=5), lag=12)
-    empty = AccountFactory(name="Zeta Empty", slug="zeta")
-    return account, other_account, empty
-
-
 def api_figures(api_client, member, account, period):
     api_client.force_authenticate(member(Membership.Role.ENGINEER, account=account))
     response = api_client.get(URL, {"period": period})
@@ -65,20 +49,20 @@ def api_figures(api_client, member, account, period):
 
 
 @pytest.mark.parametrize("period", ["7d", "30d", "90d"])
-def test_json_for_every_account_equals_the_api(dataset, api_client, member, period):
+def test_json_for_every_account_equals_the_api(three_accounts, api_client, member, period):
     out, err = report("--format", "json", "--period", period)
 
     rows = json.loads(out)
     assert [row["account"] for row in rows] == ["acme", "globex", "zeta"]  # by slug
-    for row, account in zip(rows, dataset):
-        assert list(row) == REPORT_FIELDS
+    for row, account in zip(rows, three_accounts):
+        assert_report_columns(row)
         assert row["account_id"] == account.pk
-        assert {field: row[field] for field in API_FIELDS} == api_figures(api_client, member, account, period)
+        assert {field: row[field] for field in CONTRACT_FIELDS} == api_figures(api_client, member, account, period)
     assert err == ""
 
 
-def test_json_for_one_account(dataset):
-    acme = dataset[0]
+def test_json_for_one_account(three_accounts):
+    acme = three_accounts[0]
     rows = json.loads(report("--account", "acme", "--format", "json", "--period", "7d")[0])
     assert rows == [
         {
@@ -87,65 +71,74 @@ def test_json_for_one_account(dataset):
             "period": "7d",
             "n_handoffs_claimed": 3,
             "n_handoffs_with_action": 2,
-            "avg_seconds_to_first_action": 137.81,
-            "median_seconds_to_first_action": 137.81,
-            "p95_seconds_to_first_action": 234.389,
+            "avg_seconds_to_first_action": 137.56,
+            "median_seconds_to_first_action": 137.56,
+            "p95_seconds_to_first_action": 234.364,
             "metric_definition": METRIC_DEFINITION,
         }
     ]
 
 
-def test_csv_for_every_account_has_a_header_and_empty_cells_for_nulls(dataset, api_client, member):
+def test_csv_for_every_account_has_a_header_and_empty_cells_for_nulls(three_accounts, api_client, member):
     out, _ = report("--format", "csv")
 
     parsed = list(csv.DictReader(io.StringIO(out)))
-    assert out.splitlines()[0] == ",".join(REPORT_FIELDS)
+    assert_report_columns(out.splitlines()[0].split(","))
     assert [row["account"] for row in parsed] == ["acme", "globex", "zeta"]
-    acme_api = api_figures(api_client, member, dataset[0], "30d")
+    acme_api = api_figures(api_client, member, three_accounts[0], "30d")
     assert float(parsed[0]["p95_seconds_to_first_action"]) == acme_api["p95_seconds_to_first_action"]
-    assert int(parsed[0]["n_handoffs_claimed"]) == acme_api["n_handoffs_claimed"] == 4
+    assert int(parsed[0]["n_handoffs_claimed"]) == acme_api["n_handoffs_claimed"] == 3
     zeta = parsed[2]
     assert zeta["n_handoffs_claimed"] == "0"
     assert zeta["avg_seconds_to_first_action"] == zeta["median_seconds_to_first_action"] == ""
     assert zeta["metric_definition"] == METRIC_DEFINITION
 
 
-def test_csv_for_one_account(dataset):
-    out, _ = report("--account", str(dataset[1].pk), "--format", "csv", "--period", "7d")
-    assert list(csv.reader(io.StringIO(out))) == [
-        REPORT_FIELDS,
-        ["globex", str(dataset[1].pk), "7d", "1", "1", "12.0", "12.0", "12.0", METRIC_DEFINITION],
+def test_csv_for_one_account(three_accounts):
+    out, _ = report("--account", str(three_accounts[1].pk), "--format", "csv")
+    assert list(csv.DictReader(io.StringIO(out))) == [
+        {
+            "account": "globex",
+            "account_id": str(three_accounts[1].pk),
+            "period": "30d",
+            "n_handoffs_claimed": "1",
+            "n_handoffs_with_action": "1",
+            "avg_seconds_to_first_action": "3.0",
+            "median_seconds_to_first_action": "3.0",
+            "p95_seconds_to_first_action": "3.0",
+            "metric_definition": METRIC_DEFINITION,
+        }
     ]
 
 
-def test_table_for_every_account_is_aligned(dataset):
+def test_table_for_every_account_is_aligned(three_accounts):
     out, err = report("--period", "7d")
 
     lines = out.splitlines()
     assert lines[0].startswith("Escalation report, period 7d: ")
     assert lines[1].split()[0] == "ACCOUNT"
     assert [line.split()[0] for line in lines[2:5]] == ["acme", "globex", "zeta"]
-    assert lines[2].split()[2:] == ["3", "2", "66.6%", "137.810", "137.810", "234.389"]
+    assert lines[2].split()[2:] == ["3", "2", "66.6%", "137.560", "137.560", "234.364"]
     assert lines[4].split()[2:] == ["0", "0", "\u2014", "\u2014", "\u2014", "\u2014"]
     assert len({len(line) for line in lines[1:5]}) == 1
     assert lines[-1] == f"Metric: {METRIC_DEFINITION}"
     assert err == ""
 
 
-def test_table_for_one_account(dataset):
+def test_table_for_one_account(three_accounts):
     lines = report("--account", "globex")[0].splitlines()
     assert [line.split()[0] for line in lines[2:-2]] == ["globex"]
 
 
-def test_accounts_by_slug_or_id_repeated_or_listed_keep_their_order_once_each(dataset):
-    acme, globex, zeta = dataset
+def test_accounts_by_slug_or_id_repeated_or_listed_keep_their_order_once_each(three_accounts):
+    acme, globex, zeta = three_accounts
     rows = json.loads(
         report("--account", "zeta", str(acme.pk), "--account", "acme", "--account", "globex", "--format", "json")[0]
     )
     assert [row["account"] for row in rows] == ["zeta", "acme", "globex"]
 
 
-def test_output_file_gets_the_report_and_stdout_stays_empty(dataset, tmp_path):
+def test_output_file_gets_the_report_and_stdout_stays_empty(three_accounts, tmp_path):
     target = tmp_path / "report.json"
     out, err = report("--format", "json", "--output", str(target))
     assert out == err == ""
@@ -153,7 +146,7 @@ def test_output_file_gets_the_report_and_stdout_stays_empty(dataset, tmp_path):
     assert os.listdir(tmp_path) == ["report.json"]
 
 
-def test_query_count_does_not_grow_with_accounts(dataset, django_assert_num_queries):
+def test_query_count_does_not_grow_with_accounts(three_accounts, django_assert_num_queries):
     # One query lists the accounts, one computes every account's figures.
     with django_assert_num_queries(2):
         report("--format", "json")
@@ -178,19 +171,19 @@ def test_query_count_does_not_grow_with_accounts(dataset, django_assert_num_quer
         (["--output", ""], "--output: give a file path"),
     ],
 )
-def test_bad_input_is_a_command_error(dataset, args, message):
+def test_bad_input_is_a_command_error(three_accounts, args, message):
     with pytest.raises(CommandError, match=message.replace("(", r"\(")):
         report(*args)
 
 
-def test_an_id_that_is_also_another_accounts_slug_is_ambiguous(dataset):
-    acme = dataset[0]
+def test_an_id_that_is_also_another_accounts_slug_is_ambiguous(three_accounts):
+    acme = three_accounts[0]
     AccountFactory(slug=str(acme.pk))
     with pytest.raises(CommandError, match="is the id of one account and the slug of another"):
         report("--account", str(acme.pk))
 
 
-def test_unknown_account_leaves_an_existing_output_file_untouched(dataset, tmp_path):
+def test_unknown_account_leaves_an_existing_output_file_untouched(three_accounts, tmp_path):
     target = tmp_path / "report.csv"
     target.write_text("yesterday's report")
     with pytest.raises(CommandError):
@@ -203,7 +196,7 @@ def test_unknown_account_leaves_an_existing_output_file_untouched(dataset, tmp_p
     "where",
     ["missing-directory/report.csv", "a-file/report.csv", "a-directory"],
 )
-def test_unwritable_output_is_a_command_error_and_leaves_nothing(dataset, tmp_path, where):
+def test_unwritable_output_is_a_command_error_and_leaves_nothing(three_accounts, tmp_path, where):
     (tmp_path / "a-file").write_text("not a directory")
     (tmp_path / "a-directory").mkdir()
     before = sorted(os.listdir(tmp_path))
@@ -215,7 +208,7 @@ def test_unwritable_output_is_a_command_error_and_leaves_nothing(dataset, tmp_pa
     assert os.listdir(tmp_path / "a-directory") == []
 
 
-def test_from_the_command_line_errors_go_to_stderr_with_a_non_zero_exit(dataset, capsys):
+def test_from_the_command_line_errors_go_to_stderr_with_a_non_zero_exit(three_accounts, capsys):
     with pytest.raises(SystemExit) as exited:
         execute_from_command_line(["manage.py", "escalation_report", "--account", "nope"])
     assert exited.value.code != 0
@@ -258,5 +251,5 @@ def test_no_progress_when_piped_redirected_or_quiet(many_accounts, stdout, stder
     assert json.loads(out)
 
 
-def test_no_progress_for_a_few_accounts(dataset):
+def test_no_progress_for_a_few_accounts(three_accounts):
     assert report(stdout=Terminal(), stderr=Terminal())[1] == ""
