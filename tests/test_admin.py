@@ -83,9 +83,9 @@ def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three
     assert acme_7d["median_seconds_to_first_action"] == ("2m 18s", "137.560")
     assert acme_7d["p95_seconds_to_first_action"] == ("3m 54s", "234.364")
     acme_90d = page.cells[("acme", "90d")]
-    assert [acme_90d[name][0] for name in ("n_handoffs_claimed", "n_handoffs_with_action", "action_rate")] == [
-        "4", "3", "75.0%"
-    ]
+    assert [
+        acme_90d[name][0] for name in ("n_handoffs_claimed", "n_handoffs_with_action", "action_rate")
+    ] == ["4", "3", "75.0%"]
     assert acme_90d["median_seconds_to_first_action"] == ("4m 05s", "245.120")
     globex_7d = page.cells[("globex", "7d")]
     assert globex_7d["n_handoffs_claimed"][0] == "0"
@@ -150,7 +150,9 @@ def test_staff_who_may_not_view_handoffs_do_not_see_the_widget(client, three_acc
     assert widget(response).accounts == ["acme", "globex", "zeta"]
 
 
-def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(admin_client, three_accounts, monkeypatch):
+def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(
+    admin_client, three_accounts, monkeypatch
+):
     monkeypatch.setattr(admin.site, "escalation_summary_limit", 2)
     response = admin_client.get("/admin/")
     assert widget(response).accounts == ["acme", "globex"]
@@ -186,13 +188,18 @@ def populate(count):
         account = AccountFactory()
         engineer = MembershipFactory(account=account).user
         handoff = claimed_handoff(
-            account, claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index + 1, claimed_by=engineer
+            account,
+            claimed_at=timezone.now() - timedelta(hours=index + 1),
+            lag=index + 1,
+            claimed_by=engineer,
         )
         AiSessionStepFactory(session=handoff.session)
 
 
 @pytest.mark.parametrize(("model", "queries"), CHANGELISTS.items())
-def test_changelists_load_in_a_constant_number_of_queries(admin_client, model, queries, django_assert_num_queries):
+def test_changelists_load_in_a_constant_number_of_queries(
+    admin_client, model, queries, django_assert_num_queries
+):
     url = f"/admin/flowpilot_analytics/{model}/"
     populate(2)
     admin_client.get(url)
@@ -230,8 +237,9 @@ def test_changelist_search_and_filters_work(admin_client, three_accounts, model,
 def test_handoff_changelist_shows_the_first_action_and_the_lag(admin_client, account):
     now = timezone.now()
     claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=245.12)
-    SessionHandoffFactory(session=claimed_handoff(account, claimed_at=now - timedelta(hours=2)).session,
-                          claimed_at=None)
+    SessionHandoffFactory(
+        session=claimed_handoff(account, claimed_at=now - timedelta(hours=2)).session, claimed_at=None
+    )
 
     content = admin_client.get("/admin/flowpilot_analytics/sessionhandoff/").content.decode()
 

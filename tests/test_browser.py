@@ -92,7 +92,8 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
 
     widget = log_in(browser, f"{live_server.url}/admin/", "staff", then="#escalation-summary")
     accounts_shown = [
-        element.get_attribute("data-account") for element in widget.find_elements(By.CSS_SELECTOR, "tbody[data-account]")
+        element.get_attribute("data-account")
+        for element in widget.find_elements(By.CSS_SELECTOR, "tbody[data-account]")
     ]
     assert sorted(accounts_shown) == ["contoso", "fabrikam", "northwind"]
     assert accounts_shown[-1] == "fabrikam"  # no data: last, and said so
@@ -103,7 +104,9 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
         assert chart.size["width"] > 100 and chart.size["height"] > 20
         assert chart.find_elements(By.CSS_SELECTOR, "polyline")
     assert "NOT verbal-handoff savings" in widget.find_element(By.ID, "escalation-metric-definition").text
-    northwind_90d = widget.find_element(By.CSS_SELECTOR, "tbody[data-account=northwind] tr[data-period='90d']")
+    northwind_90d = widget.find_element(
+        By.CSS_SELECTOR, "tbody[data-account=northwind] tr[data-period='90d']"
+    )
     widget_claimed = int(northwind_90d.find_element(By.CSS_SELECTOR, "[data-field=n_handoffs_claimed]").text)
     widget_median = float(
         northwind_90d.find_element(
@@ -132,4 +135,6 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
     for name in ("admin-index.png", "admin-widget.png", "browsable-api.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     if os.environ.get("FLOWPILOT_SCREENSHOT_DIR"):
-        shutil.copy(tmp_path / "admin-widget.png", Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / "admin-widget.png")
+        shutil.copy(
+            tmp_path / "admin-widget.png", Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / "admin-widget.png"
+        )

@@ -57,7 +57,9 @@ def test_json_for_every_account_equals_the_api(three_accounts, api_client, membe
     for row, account in zip(rows, three_accounts):
         assert_report_columns(row)
         assert row["account_id"] == account.pk
-        assert {field: row[field] for field in CONTRACT_FIELDS} == api_figures(api_client, member, account, period)
+        assert {field: row[field] for field in CONTRACT_FIELDS} == api_figures(
+            api_client, member, account, period
+        )
     assert err == ""
 
 
@@ -133,7 +135,9 @@ def test_table_for_one_account(three_accounts):
 def test_accounts_by_slug_or_id_repeated_or_listed_keep_their_order_once_each(three_accounts):
     acme, globex, zeta = three_accounts
     rows = json.loads(
-        report("--account", "zeta", str(acme.pk), "--account", "acme", "--account", "globex", "--format", "json")[0]
+        report(
+            "--account", "zeta", str(acme.pk), "--account", "acme", "--account", "globex", "--format", "json"
+        )[0]
     )
     assert [row["account"] for row in rows] == ["zeta", "acme", "globex"]
 
@@ -142,7 +146,11 @@ def test_output_file_gets_the_report_and_stdout_stays_empty(three_accounts, tmp_
     target = tmp_path / "report.json"
     out, err = report("--format", "json", "--output", str(target))
     assert out == err == ""
-    assert [row["account"] for row in json.loads(target.read_text(encoding="utf-8"))] == ["acme", "globex", "zeta"]
+    assert [row["account"] for row in json.loads(target.read_text(encoding="utf-8"))] == [
+        "acme",
+        "globex",
+        "zeta",
+    ]
     assert os.listdir(tmp_path) == ["report.json"]
 
 

@@ -84,7 +84,9 @@ def test_daily_medians_fall_in_24_hour_days_ending_now(account, other_account, n
 
 
 def test_daily_medians_of_an_account_without_data_are_all_empty(account, now):
-    assert daily_median_seconds_by_account(accounts=[account.pk], days=7, now=now) == {account.pk: (None,) * 7}
+    assert daily_median_seconds_by_account(accounts=[account.pk], days=7, now=now) == {
+        account.pk: (None,) * 7
+    }
     assert daily_median_seconds_by_account(accounts=[], now=now) == {}
     with pytest.raises(ValueError):
         daily_median_seconds_by_account(accounts=[account.pk], days=0, now=now)
@@ -135,7 +137,9 @@ def test_api_and_cross_account_paths_agree_to_the_millisecond(accounts):
         MembershipFactory(user=user, account=account, role=Membership.Role.ENGINEER)
         created.append((account, user))
     ids = [account.pk for account, _ in created]
-    summary = {row.account.pk: row for row in escalation_summary(accounts=[a for a, _ in created], now=now).accounts}
+    summary = {
+        row.account.pk: row for row in escalation_summary(accounts=[a for a, _ in created], now=now).accounts
+    }
 
     client = APIClient()
     for period in PERIODS:

@@ -14,12 +14,26 @@ from flowpilot_analytics.reporting import render_csv, render_json, render_table,
 
 FIELDS = ["account", "account_id", "period", "n_handoffs_claimed", "median_seconds_to_first_action"]
 ROWS = [
-    {"account": "northwind", "account_id": 1, "period": "7d", "n_handoffs_claimed": 1237,
-     "n_handoffs_with_action": 1107, "avg_seconds_to_first_action": 232.296,
-     "median_seconds_to_first_action": 61.642, "p95_seconds_to_first_action": 633.0},
-    {"account": "a", "account_id": 12, "period": "7d", "n_handoffs_claimed": 0,
-     "n_handoffs_with_action": 0, "avg_seconds_to_first_action": None,
-     "median_seconds_to_first_action": None, "p95_seconds_to_first_action": None},
+    {
+        "account": "northwind",
+        "account_id": 1,
+        "period": "7d",
+        "n_handoffs_claimed": 1237,
+        "n_handoffs_with_action": 1107,
+        "avg_seconds_to_first_action": 232.296,
+        "median_seconds_to_first_action": 61.642,
+        "p95_seconds_to_first_action": 633.0,
+    },
+    {
+        "account": "a",
+        "account_id": 12,
+        "period": "7d",
+        "n_handoffs_claimed": 0,
+        "n_handoffs_with_action": 0,
+        "avg_seconds_to_first_action": None,
+        "median_seconds_to_first_action": None,
+        "p95_seconds_to_first_action": None,
+    },
 ]
 
 
@@ -49,8 +63,21 @@ def test_table_is_aligned_with_rates_and_three_decimals():
     )
     lines = text.splitlines()
     assert lines[0] == "Escalation report, period 7d: 2026-06-08 12:00:00 to 2026-06-15 12:00:00 UTC"
-    assert lines[1].split() == ["ACCOUNT", "ID", "CLAIMED", "WITH", "ACTION", "ACTION", "RATE",
-                                "AVG", "S", "MEDIAN", "S", "P95", "S"]
+    assert lines[1].split() == [
+        "ACCOUNT",
+        "ID",
+        "CLAIMED",
+        "WITH",
+        "ACTION",
+        "ACTION",
+        "RATE",
+        "AVG",
+        "S",
+        "MEDIAN",
+        "S",
+        "P95",
+        "S",
+    ]
     assert lines[2].split() == ["northwind", "1", "1237", "1107", "89.4%", "232.296", "61.642", "633.000"]
     assert lines[3].split() == ["a", "12", "0", "0", "\u2014", "\u2014", "\u2014", "\u2014"]
     # Right-aligned numbers: every row's columns end at the same place.
@@ -59,8 +86,13 @@ def test_table_is_aligned_with_rates_and_three_decimals():
 
 
 def test_table_without_accounts_says_so():
-    text = render_table([], period="30d", window_start=datetime(2026, 1, 1), window_end=datetime(2026, 1, 31),
-                        metric_definition="d")
+    text = render_table(
+        [],
+        period="30d",
+        window_start=datetime(2026, 1, 1),
+        window_end=datetime(2026, 1, 31),
+        metric_definition="d",
+    )
     assert "No accounts." in text
 
 
