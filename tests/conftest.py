@@ -1,6 +1,7 @@
 from datetime import datetime, timezone
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
@@ -14,6 +15,14 @@ NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """Throttle counts live in the cache; user ids repeat across tests."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
