@@ -16,13 +16,16 @@ running inside :func:`analytics_cross_account`::
 
 It opens a transaction on each database the reads (and writes) go to and sets
 ``flowpilot.cross_account`` to ``on`` inside it, with ``set_config(..., true)``,
-so the mode ends with the block. It cannot be entered while an API request's
+so the mode ends with the block (when nested in an outer transaction, it is
+switched off explicitly as the block ends). It cannot be entered while an API request's
 tenant is bound (:func:`flowpilot_analytics.rls.tenant_transaction`), and
 nothing under ``flowpilot_analytics.api`` imports this module (a test checks
 both). On SQLite there is no RLS and the block is just a transaction.
 """
 
 from contextlib import contextmanager
+
+from django.db import connections
 
 from . import rls
 
@@ -37,6 +40,10 @@ def analytics_cross_account():
     if rls.in_tenant_scope():
         raise CrossAccountRefused("cross-account mode is not available inside an account-scoped request")
     aliases = sorted(set(rls.read_aliases()) | set(rls.write_aliases()))
+    nested = [alias for alias in aliases if connections[alias].in_atomic_block]
     with rls.transactions(aliases):
         rls.set_local(aliases, {rls.CROSS_ACCOUNT_SETTING: "on"})
         yield
+        # Inside an outer transaction the block is a savepoint, whose release
+        # would keep the setting until the outer transaction ends: switch it off.
+        rls.set_local(nested, {rls.CROSS_ACCOUNT_SETTING: ""})

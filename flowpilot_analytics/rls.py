@@ -57,25 +57,26 @@ def transactions(aliases):
     with ExitStack() as stack:
         for alias in aliases:
             stack.enter_context(transaction.atomic(using=alias))
-        yield
+        yield aliases
 
 
 @contextmanager
 def tenant_transaction():
-    """The transaction of one request on every database its reads use; settings made inside end with it."""
+    """The transaction of one read-only request, on every database its reads use.
+
+    It is always rolled back: an account-scoped request never writes, and the
+    rollback takes every setting made inside with it, even when the block is
+    nested in an outer transaction (``ATOMIC_REQUESTS``, a test) where a
+    released savepoint would keep them.
+    """
     token = _tenant_bound.set(True)
     try:
-        with transactions(read_aliases()):
+        with transactions(read_aliases()) as aliases:
             yield
+            for alias in aliases:
+                transaction.set_rollback(True, using=alias)
     finally:
         _tenant_bound.reset(token)
-
-
-def mark_for_rollback():
-    """Roll back rather than commit (PostgreSQL refuses to commit after a failed statement)."""
-    for alias in read_aliases():
-        if connections[alias].in_atomic_block:
-            transaction.set_rollback(True, using=alias)
 
 
 def bind_user(user, *, statement_timeout_ms):

@@ -5,6 +5,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from flowpilot_analytics.db_roles import DEFAULT_APP_ROLE, AppRoleError, ensure_app_role
 from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
 
@@ -60,6 +61,40 @@ def api_client():
 def engineer_client(api_client, member):
     api_client.force_authenticate(member(Membership.Role.ENGINEER))
     return api_client
+
+
+@pytest.fixture(scope="session")
+def app_role(django_db_setup, django_db_blocker):
+    """The RLS-bound role the app serves as, set up in the test database (PostgreSQL only).
+
+    Fails, never skips, when it cannot be set up: on PostgreSQL the RLS tests
+    must run (CI relies on it).
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("Row-Level Security needs PostgreSQL; on SQLite only the app-level filter applies")
+    with django_db_blocker.unblock():
+        try:
+            ensure_app_role(DEFAULT_APP_ROLE)
+        except AppRoleError as exc:
+            pytest.fail(f"the RLS tests need the app role and cannot set it up: {exc}")
+    return DEFAULT_APP_ROLE
+
+
+@pytest.fixture
+def become_app_role(app_role, db):
+    """Returns a function switching the test's transaction to the app role (ends with the test).
+
+    A superuser bypasses RLS even with FORCE, so every RLS assertion runs after
+    this. Build the data first: as the app role, writes need a bound account.
+    """
+
+    def become():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {app_role}")
+            cursor.execute("SELECT current_user, row_security_active('ai_session')")
+            assert cursor.fetchone() == (app_role, True), "RLS must apply to the app role"
+
+    return become
 
 
 def pytest_report_header(config):

@@ -42,8 +42,9 @@ class AccountScopedApi(APIView):
     bound to it for Row-Level Security (:mod:`flowpilot_analytics.rls`): first
     the user, so that only their own memberships are readable while the account
     is resolved from them, then the account the membership grants, so that a
-    query missing its account filter still sees no other tenant's rows. Both
-    settings, and the statement timeout, end with the transaction.
+    query missing its account filter still sees no other tenant's rows. The
+    transaction is rolled back at the end (nothing here writes), which ends both
+    settings and the statement timeout with it.
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
@@ -69,7 +70,7 @@ class AccountScopedApi(APIView):
 
     def handle_exception(self, exc):
         if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
-            rls.mark_for_rollback()
+            # The failed transaction is rolled back by tenant_transaction(), as every one is.
             exc = AnalyticsQueryTimeout()
         return super().handle_exception(exc)
 
