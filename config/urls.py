@@ -11,5 +11,9 @@ urlpatterns = [
     # The OpenAPI 3 schema and its two readers, served with bundled assets (no CDN).
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "api/schema/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="flowpilot_analytics/redoc.html"),
+        name="redoc",
+    ),
 ]

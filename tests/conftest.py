@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
@@ -95,6 +96,24 @@ def become_app_role(app_role, db):
             assert cursor.fetchone() == (app_role, True), "RLS must apply to the app role"
 
     return become
+
+
+# Examples Schemathesis tried, per role (tests/test_api_schema.py); printed at the end.
+SCHEMATHESIS_EXAMPLES = Counter()
+
+
+@pytest.fixture
+def schemathesis_examples():
+    return SCHEMATHESIS_EXAMPLES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCHEMATHESIS_EXAMPLES:
+        counts = ", ".join(f"{role} {count}" for role, count in sorted(SCHEMATHESIS_EXAMPLES.items()))
+        terminalreporter.write_line(
+            f"Schemathesis tried {sum(SCHEMATHESIS_EXAMPLES.values())} examples against the schema "
+            f"({connection.vendor}): {counts}"
+        )
 
 
 def pytest_report_header(config):

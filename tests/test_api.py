@@ -223,10 +223,11 @@ def test_query_count_does_not_grow_with_handoffs(api_client, member, account, dj
     token = Token.objects.create(user=member(Membership.Role.ENGINEER))
     headers = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
 
-    # token + user, membership, the metric itself; the request's transaction (a
-    # savepoint and its release inside the test's own); on PostgreSQL, binding
-    # the user and then the account to it for Row-Level Security.
-    request_queries = 3 + 2 + (2 if connection.vendor == "postgresql" else 0)
+    # token + user, membership, the metric itself; the request's read-only
+    # transaction (here a savepoint in the test's own: SAVEPOINT, ROLLBACK TO,
+    # RELEASE); on PostgreSQL, binding the user and then the account to it for
+    # Row-Level Security.
+    request_queries = 3 + 3 + (2 if connection.vendor == "postgresql" else 0)
 
     seed_handoffs(account, 10)
     with django_assert_num_queries(request_queries):

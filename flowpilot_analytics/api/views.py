@@ -36,7 +36,8 @@ class AccountScopedApi(APIView):
 
     After ``initial()`` the view has ``self.account`` (the only account any query
     below may read) and ``self.membership`` (the user's role in it). Anonymous
-    requests are refused (401) before anything about accounts is looked up.
+    requests are refused (401) before anything else, then any method but GET,
+    HEAD and OPTIONS (405), before anything about accounts is looked up.
 
     The whole request runs in one transaction. On PostgreSQL the account is
     bound to it for Row-Level Security (:mod:`flowpilot_analytics.rls`): first
@@ -59,6 +60,10 @@ class AccountScopedApi(APIView):
 
     def check_permissions(self, request):
         if request.user and request.user.is_authenticated:
+            if request.method.lower() not in self.http_method_names:
+                # Nothing here can be written, whatever the caller's accounts:
+                # 405 before any account is looked up (anonymous callers get 401).
+                self.http_method_not_allowed(request)
             rls.bind_user(request.user, statement_timeout_ms=settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS)
             request.membership = membership_for_request(
                 user=request.user, query_params=request.query_params
