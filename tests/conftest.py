@@ -64,21 +64,31 @@ def engineer_client(api_client, member):
     return api_client
 
 
-@pytest.fixture(scope="session")
-def app_role(django_db_setup, django_db_blocker):
-    """The RLS-bound role the app serves as, set up in the test database (PostgreSQL only).
+@pytest.fixture(scope="session", autouse=True)
+def _app_role_in_test_database(django_db_setup, django_db_blocker):
+    """Sets up the RLS-bound app role in the test database, once, before any test's transaction.
 
-    Fails, never skips, when it cannot be set up: on PostgreSQL the RLS tests
-    must run (CI relies on it).
+    Fails, never skips, when it cannot: on PostgreSQL the RLS tests must run
+    (CI relies on it). Grants made inside a test's transaction would be rolled
+    back with it, hence a session fixture used by every test.
     """
     if connection.vendor != "postgresql":
-        pytest.skip("Row-Level Security needs PostgreSQL; on SQLite only the app-level filter applies")
+        return None
     with django_db_blocker.unblock():
+        assert not connection.in_atomic_block
         try:
             ensure_app_role(DEFAULT_APP_ROLE)
         except AppRoleError as exc:
             pytest.fail(f"the RLS tests need the app role and cannot set it up: {exc}")
     return DEFAULT_APP_ROLE
+
+
+@pytest.fixture
+def app_role(_app_role_in_test_database):
+    """The role the app serves as (PostgreSQL only): not owner, not superuser, no BYPASSRLS."""
+    if _app_role_in_test_database is None:
+        pytest.skip("Row-Level Security needs PostgreSQL; on SQLite only the app-level filter applies")
+    return _app_role_in_test_database
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_account_of_which_user_is_not_a_member_is_404_like_a_missing_one(
     assert foreign.json() == missing.json()
 
 
-@pytest.mark.parametrize("value", ["abc", "", "-1", "0", "1.5", "1e3"])
+@pytest.mark.parametrize("value", ["abc", "", "-1", "0", "1.5", "1e3", str(2**63), str(10**30)])
 def test_malformed_account_is_400_naming_the_field(engineer_client, value):
     response = engineer_client.get(URL, {"account": value})
     assert response.status_code == 400

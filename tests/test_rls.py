@@ -11,10 +11,11 @@ import json
 import threading
 import wsgiref.util
 from datetime import timedelta
-from io import BytesIO
+from io import BytesIO, StringIO
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.core.management import call_command
 from django.db import ProgrammingError, connection, connections, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -217,6 +218,15 @@ def test_cross_account_mode_reads_and_writes_every_account(two_tenants, become_a
     assert {pk: metrics.n_handoffs_claimed for pk, metrics in outside.items()} == {
         account.pk: 0, other_account.pk: 0
     }
+
+
+def test_seed_demo_runs_as_the_app_role_in_cross_account_mode(become_app_role):
+    become_app_role()
+    call_command("seed_demo", stdout=StringIO())
+
+    assert account_ids_visible()["SessionHandoff"] == set(), "the mode ended with the command"
+    with analytics_cross_account():
+        assert SessionHandoff.objects.values("account_id").distinct().count() == 2
 
 
 def test_cross_account_mode_is_refused_inside_an_account_scoped_request(account):

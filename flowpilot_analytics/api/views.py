@@ -14,7 +14,7 @@ from ..selectors import escalation_metrics
 from . import schema
 from .permissions import HasAccountRole
 from .serializers import EscalationMetricsInputSerializer, EscalationMetricsOutputSerializer
-from .tenancy import ACCOUNT_PARAM, membership_for_request
+from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
@@ -101,7 +101,7 @@ class EscalationMetricsApi(AccountScopedApi):
             ),
             OpenApiParameter(
                 ACCOUNT_PARAM,
-                {"type": "integer", "minimum": 1},
+                {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
                 description="The account's id. Needed only when you are a member of several accounts.",
             ),
         ],
