@@ -48,48 +48,48 @@ def test_the_throttle_counts_each_user_apart(api_client, member, throttle_rate):
     assert api_client.get(URL).status_code == 200
 
 
+@pytest.fixture
+def observed_metrics(monkeypatch):
+    """The view's metric, recording the statement_timeout it runs under, after an optional pg_sleep."""
+    seen = {"timeouts": [], "sleep": 0}
+
+    def metrics(*, account, period):
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            seen["timeouts"].append(cursor.fetchone()[0])
+            if seen["sleep"]:
+                cursor.execute("SELECT pg_sleep(%s)", [seen["sleep"]])
+        return escalation_metrics(account=account, period=period)
+
+    monkeypatch.setattr(views, "escalation_metrics", metrics)
+    return seen
+
+
 @pytest.mark.postgres_only
 def test_a_query_cancelled_by_the_statement_timeout_is_503_with_retry_after(
-    engineer_client, settings, monkeypatch
+    engineer_client, settings, observed_metrics
 ):
     """A slow query (pg_sleep, injected before the metric) against the real timeout of PostgreSQL."""
     settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = 50
-    seen_timeouts = []
+    observed_metrics["sleep"] = 2
 
-    def slow_metrics(*, account, period):
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW statement_timeout")
-            seen_timeouts.append(cursor.fetchone()[0])
-            cursor.execute("SELECT pg_sleep(2)")
-        return escalation_metrics(account=account, period=period)
-
-    monkeypatch.setattr(views, "escalation_metrics", slow_metrics)
     response = engineer_client.get(URL)
 
-    assert seen_timeouts == ["50ms"]
+    assert observed_metrics["timeouts"] == ["50ms"]
     assert response.status_code == 503
     assert response["Retry-After"] == "30"
     assert "cancelled" in response.json()["detail"]
 
     # The failed transaction was rolled back: the connection serves the next request.
-    monkeypatch.undo()
+    observed_metrics["sleep"] = 0
     assert engineer_client.get(URL).status_code == 200
 
 
 @pytest.mark.postgres_only
 def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
-    engineer_client, settings, monkeypatch
+    engineer_client, settings, observed_metrics
 ):
     settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = 1234
-    seen = []
-
-    def observed_metrics(*, account, period):
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW statement_timeout")
-            seen.append(cursor.fetchone()[0])
-        return escalation_metrics(account=account, period=period)
-
-    monkeypatch.setattr(views, "escalation_metrics", observed_metrics)
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         [before] = cursor.fetchone()
@@ -97,7 +97,7 @@ def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
         cursor.execute("SHOW statement_timeout")
         [after] = cursor.fetchone()
 
-    assert seen == ["1234ms"]
+    assert observed_metrics["timeouts"] == ["1234ms"]
     assert after == before != "1234ms"
 
 

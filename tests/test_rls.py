@@ -33,21 +33,12 @@ from flowpilot_analytics.factories import (
 from flowpilot_analytics.models import AiSession, AiSessionStep, Membership, SessionHandoff
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
 from tests.builders import claimed_handoff
+from tests.test_metrics import figures
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 TENANT_MODELS = (AiSession, AiSessionStep, SessionHandoff, Membership)
-
-
-def figures(metrics):
-    return (
-        metrics.n_handoffs_claimed,
-        metrics.n_handoffs_with_action,
-        metrics.avg_seconds_to_first_action,
-        metrics.median_seconds_to_first_action,
-        metrics.p95_seconds_to_first_action,
-    )
 
 
 def account_ids_visible():
