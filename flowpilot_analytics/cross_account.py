@@ -12,7 +12,9 @@ running inside :func:`analytics_cross_account`::
         by_account = escalation_metrics_by_account(period="30d")
 
     @analytics_cross_account()          # or on a whole view / handle()
-    def changelist_view(self, request, extra_context=None): ...
+    def handle(self, *args, **options): ...
+
+    class FlowpilotAdminSite(CrossAccountAdminSiteMixin, ..., admin.AdminSite): ...
 
 It opens a transaction on each database the reads (and writes) go to and sets
 ``flowpilot.cross_account`` to ``on`` inside it, with ``set_config(..., true)``,
@@ -47,3 +49,14 @@ def analytics_cross_account():
         # Inside an outer transaction the block is a savepoint, whose release
         # would keep the setting until the outer transaction ends: switch it off.
         rls.set_local(nested, {rls.CROSS_ACCOUNT_SETTING: ""})
+
+
+class CrossAccountAdminSiteMixin:
+    """Runs every view of an admin site in cross-account mode, once the site has admitted the user.
+
+    Mixed into an ``AdminSite`` subclass: ``admin_view()`` wraps the index, the
+    widget on it and every ``ModelAdmin`` view; the login page is not wrapped.
+    """
+
+    def admin_view(self, view, cacheable=False):
+        return super().admin_view(analytics_cross_account()(view), cacheable)

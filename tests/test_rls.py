@@ -14,15 +14,21 @@ from datetime import timedelta
 from io import BytesIO, StringIO
 
 import pytest
+from django.contrib.admin import AdminSite
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.db import ProgrammingError, connection, connections, transaction
+from django.http import HttpResponse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from flowpilot_analytics import rls
 from flowpilot_analytics.api import views
-from flowpilot_analytics.cross_account import CrossAccountRefused, analytics_cross_account
+from flowpilot_analytics.cross_account import (
+    CrossAccountAdminSiteMixin,
+    CrossAccountRefused,
+    analytics_cross_account,
+)
 from flowpilot_analytics.factories import (
     AccountFactory,
     AiSessionFactory,
@@ -218,6 +224,23 @@ def test_seed_demo_runs_as_the_app_role_in_cross_account_mode(become_app_role):
     assert account_ids_visible()["SessionHandoff"] == set(), "the mode ended with the command"
     with analytics_cross_account():
         assert SessionHandoff.objects.values("account_id").distinct().count() == 2
+
+
+def test_an_admin_site_with_the_mixin_reads_every_account_for_admitted_staff(
+    two_tenants, become_app_role, rf
+):
+    class Site(CrossAccountAdminSiteMixin, AdminSite):
+        pass
+
+    def count_sessions(request):
+        return HttpResponse(str(AiSession.objects.count()))
+
+    request = rf.get("/admin/")
+    request.user = UserFactory(is_staff=True)
+    become_app_role()
+
+    assert Site().admin_view(count_sessions)(request).content == b"5"
+    assert AiSession.objects.count() == 0, "outside the admin view, the mode is off"
 
 
 def test_cross_account_mode_is_refused_inside_an_account_scoped_request(account):
