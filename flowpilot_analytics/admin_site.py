@@ -9,6 +9,7 @@ mixes `EscalationSummaryAdminMixin` into it instead.
 from django.contrib import admin
 
 from .constants import METRIC_DEFINITION
+from .cross_account import CrossAccountAdminSiteMixin
 from .overview import escalation_summary
 
 
@@ -30,5 +31,5 @@ class EscalationSummaryAdminMixin:
         return super().index(request, extra_context)
 
 
-class FlowpilotAdminSite(EscalationSummaryAdminMixin, admin.AdminSite):
+class FlowpilotAdminSite(CrossAccountAdminSiteMixin, EscalationSummaryAdminMixin, admin.AdminSite):
     """Django's admin site plus the escalation summary widget."""

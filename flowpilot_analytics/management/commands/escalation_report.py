@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
 from flowpilot_analytics.constants import METRIC_DEFINITION
+from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.models import Account
 from flowpilot_analytics.periods import DEFAULT_PERIOD, PERIODS, period_window
 from flowpilot_analytics.reporting import FORMATS, render_csv, render_json, render_table, write_atomically
@@ -104,9 +105,12 @@ class Command(BaseCommand):
             self.stderr.write(f"Computing the {period} figures of {len(selected)} accounts...")
 
         now = timezone.now()
-        metrics = escalation_metrics_by_account(
-            accounts=[account.pk for account in selected], period=period, now=now
-        )
+        # A report spans accounts: the documented cross-account mode (RLS would
+        # otherwise show the app role no rows at all).
+        with analytics_cross_account():
+            metrics = escalation_metrics_by_account(
+                accounts=[account.pk for account in selected], period=period, now=now
+            )
         rows = [
             {
                 "account": account.slug,
