@@ -10,13 +10,16 @@ PORT ?= 8000
 RUN_DATABASE_URL ?=
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k api -x"`.
 PYTEST_ARGS ?=
+# `make loadtest`: the PostgreSQL database (as its owner) the load test creates, fills and serves.
+LOAD_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_load
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-sqlite test-postgres check clean
+.PHONY: help run test test-sqlite test-postgres check clean loadtest
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
+	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
 $(BIN)/python:
@@ -54,5 +57,15 @@ check: $(VENV)/.installed
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
+# Not part of `make test`: it needs PostgreSQL and takes about a minute. LOAD_DURATION,
+# LOAD_REQUESTS, LOAD_CONCURRENCY, LOAD_PORT (8051), LOAD_WORKERS, LOAD_THREADS tune it.
+loadtest: $(VENV)/.installed
+	LOAD_OWNER_URL="$(LOAD_OWNER_URL)" $(BIN)/python scripts/load_test.py
+
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis
+
+# The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
+.PHONY: screenshot
+screenshot: $(VENV)/.installed
+	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q

@@ -9,6 +9,7 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -27,6 +28,16 @@ def env_bool(name, default):
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
 def env_list(name, default):
@@ -53,7 +64,8 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the escalation summary widget on its index page.
+    "flowpilot_analytics.admin_apps.FlowpilotAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -61,6 +73,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "flowpilot_analytics",
 ]
 
@@ -99,7 +113,7 @@ DATABASES = {
     "default": dj_database_url.parse(
         # An empty DATABASE_URL counts as unset: `make run` relies on it.
         os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "0")),
+        conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 0),
         conn_health_checks=True,
     )
 }
@@ -138,6 +152,46 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The analytics endpoints' scoped throttle, per user, counted in the default
+    # cache (per process unless CACHES names a shared one): past the rate, 429
+    # with Retry-After. DJANGO_ANALYTICS_THROTTLE_RATE is "<n>/<second|minute|hour|day>".
+    "DEFAULT_THROTTLE_RATES": {
+        "analytics": os.environ.get("DJANGO_ANALYTICS_THROTTLE_RATE") or "120/minute",
+    },
+}
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)",
+                    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["analytics"]):
+    raise ImproperlyConfigured(
+        "DJANGO_ANALYTICS_THROTTLE_RATE must look like 120/minute (a positive count per second, "
+        f"minute, hour or day), got {REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['analytics']!r}"
+    )
+
+# ------------------------------------------------------------------------------
+# Analytics queries: PostgreSQL cancels any statement of an analytics request
+# that runs longer than this (the API then answers 503 with Retry-After); 0
+# turns the limit off. SQLite has no statement timeout.
+# ------------------------------------------------------------------------------
+FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = env_int("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", 5000)
+if FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS < 0:
+    raise ImproperlyConfigured("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS must be 0 (off) or a positive number")
+
+# ------------------------------------------------------------------------------
+# OpenAPI schema (drf-spectacular): /api/schema/, with Swagger UI and Redoc
+# served from drf-spectacular-sidecar's bundled files (no CDN).
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html
+# ------------------------------------------------------------------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "FlowPilot Analytics API",
+    "DESCRIPTION": (
+        "Post-claim activity lag of escalated FlowPilot sessions, per customer account. "
+        "Read-only; every figure is of one account the caller is an engineer or admin of."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ------------------------------------------------------------------------------

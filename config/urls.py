@@ -1,10 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/analytics/flowpilot/escalations", permanent=False)),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("api/v1/analytics/flowpilot/", include("flowpilot_analytics.api.urls")),
+    # The OpenAPI 3 schema and its two readers, served with bundled assets (no CDN).
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/schema/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="flowpilot_analytics/redoc.html"),
+        name="redoc",
+    ),
 ]

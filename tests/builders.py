@@ -2,6 +2,10 @@
 
 from datetime import timedelta
 
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.factories import AiSessionFactory, AiSessionStepFactory, SessionHandoffFactory
 
 
@@ -21,3 +25,11 @@ def claimed_handoff(account, *, claimed_at, lag=None, session=None, claimed_by=N
 
 def step(session, at):
     return AiSessionStepFactory(session=session, created_at=at)
+
+
+def cross_account_overhead():
+    """Statements the cross-account mode costs (a savepoint, and its setting on PostgreSQL)."""
+    with CaptureQueriesContext(connection) as queries:
+        with analytics_cross_account():
+            pass
+    return len(queries)

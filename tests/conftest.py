@@ -1,11 +1,16 @@
-from datetime import datetime, timezone
+from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone as django_timezone
 from rest_framework.test import APIClient
 
+from flowpilot_analytics.db_roles import DEFAULT_APP_ROLE, AppRoleError, ensure_app_role
 from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
+from tests.builders import claimed_handoff
 
 # A fixed "now" keeps window edges exact; every test that builds data passes it on.
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
@@ -14,6 +19,14 @@ NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """Throttle counts live in the cache; user ids repeat across tests."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
@@ -29,6 +42,23 @@ def account(db):
 @pytest.fixture
 def other_account(db):
     return AccountFactory(name="Globex IT", slug="globex")
+
+
+@pytest.fixture
+def three_accounts(account, other_account):
+    """Claims relative to the real clock, for the faces that read it (admin widget, report command).
+
+    acme: in the week 30 s, 4m 05.12s and a claim without action, plus 7200 s 40 days ago;
+    globex: one 3 s claim 10 days ago; zeta: no data at all.
+    """
+    now = django_timezone.now()
+    claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=30)
+    claimed_handoff(account, claimed_at=now - timedelta(days=2), lag=245.12)
+    claimed_handoff(account, claimed_at=now - timedelta(days=3))
+    claimed_handoff(account, claimed_at=now - timedelta(days=40), lag=7200)
+    claimed_handoff(other_account, claimed_at=now - timedelta(days=10), lag=3)
+    empty = AccountFactory(name="Zeta Empty", slug="zeta")
+    return account, other_account, empty
 
 
 @pytest.fixture
@@ -51,6 +81,68 @@ def api_client():
 def engineer_client(api_client, member):
     api_client.force_authenticate(member(Membership.Role.ENGINEER))
     return api_client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _app_role_in_test_database(django_db_setup, django_db_blocker):
+    """Sets up the RLS-bound app role in the test database, once, before any test's transaction.
+
+    Fails, never skips, when it cannot: on PostgreSQL the RLS tests must run
+    (CI relies on it). Grants made inside a test's transaction would be rolled
+    back with it, hence a session fixture used by every test.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    with django_db_blocker.unblock():
+        assert not connection.in_atomic_block
+        try:
+            ensure_app_role(DEFAULT_APP_ROLE)
+        except AppRoleError as exc:
+            pytest.fail(f"the RLS tests need the app role and cannot set it up: {exc}")
+    return DEFAULT_APP_ROLE
+
+
+@pytest.fixture
+def app_role(_app_role_in_test_database):
+    """The role the app serves as (PostgreSQL only): not owner, not superuser, no BYPASSRLS."""
+    if _app_role_in_test_database is None:
+        pytest.skip("Row-Level Security needs PostgreSQL; on SQLite only the app-level filter applies")
+    return _app_role_in_test_database
+
+
+@pytest.fixture
+def become_app_role(app_role, db):
+    """Returns a function switching the test's transaction to the app role (ends with the test).
+
+    A superuser bypasses RLS even with FORCE, so every RLS assertion runs after
+    this. Build the data first: as the app role, writes need a bound account.
+    """
+
+    def become():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {app_role}")
+            cursor.execute("SELECT current_user, row_security_active('ai_session')")
+            assert cursor.fetchone() == (app_role, True), "RLS must apply to the app role"
+
+    return become
+
+
+# Examples Schemathesis tried, per role (tests/test_api_schema.py); printed at the end.
+SCHEMATHESIS_EXAMPLES = Counter()
+
+
+@pytest.fixture
+def schemathesis_examples():
+    return SCHEMATHESIS_EXAMPLES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SCHEMATHESIS_EXAMPLES:
+        counts = ", ".join(f"{role} {count}" for role, count in sorted(SCHEMATHESIS_EXAMPLES.items()))
+        terminalreporter.write_line(
+            f"Schemathesis tried {sum(SCHEMATHESIS_EXAMPLES.values())} examples against the schema "
+            f"({connection.vendor}): {counts}"
+        )
 
 
 def pytest_report_header(config):

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from ..periods import DEFAULT_PERIOD, PERIODS
@@ -43,10 +44,11 @@ class EscalationMetricsInputSerializer(SingleValueQuerySerializer):
     )
 
 
+@extend_schema_serializer(component_name="EscalationMetrics")
 class EscalationMetricsOutputSerializer(serializers.Serializer):
     """The seed schema ``EscalationMetrics``: fields may be added, never renamed or retyped."""
 
-    period = serializers.CharField()
+    period = serializers.ChoiceField(choices=PERIODS)
     n_handoffs_claimed = serializers.IntegerField()
     n_handoffs_with_action = serializers.IntegerField()
     avg_seconds_to_first_action = serializers.FloatField(allow_null=True)

@@ -8,11 +8,19 @@ from ..models import Membership
 ACCOUNT_PARAM = "account"
 
 
+# Account ids are bigints: a larger number names no account and must not reach the database.
+MAX_ACCOUNT_ID = 2**63 - 1
+
+
 class AccountParamSerializer(serializers.Serializer):
     account = serializers.IntegerField(
         required=False,
         min_value=1,
-        error_messages={"invalid": "A valid account id (a positive integer) is required."},
+        max_value=MAX_ACCOUNT_ID,
+        error_messages={
+            "invalid": "A valid account id (a positive integer) is required.",
+            "max_value": f"A valid account id is at most {MAX_ACCOUNT_ID}.",
+        },
     )
 
 

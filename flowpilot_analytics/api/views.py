@@ -1,12 +1,34 @@
+from django.conf import settings
+from django.db import OperationalError
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .. import rls
 from ..models import Membership
+from ..periods import DEFAULT_PERIOD, PERIODS
 from ..selectors import escalation_metrics
+from . import schema
 from .permissions import HasAccountRole
 from .serializers import EscalationMetricsInputSerializer, EscalationMetricsOutputSerializer
-from .tenancy import membership_for_request
+from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
+from .throttles import AnalyticsRateThrottle
+
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+
+
+class AnalyticsQueryTimeout(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = (
+        "The analytics query took longer than the server allows and was cancelled. "
+        "Try again in a moment, or ask for a shorter period."
+    )
+    default_code = "query_timeout"
+    # DRF's exception handler turns ``wait`` into the Retry-After header.
+    wait = 30
 
 
 class AccountScopedApi(APIView):
@@ -14,21 +36,53 @@ class AccountScopedApi(APIView):
 
     After ``initial()`` the view has ``self.account`` (the only account any query
     below may read) and ``self.membership`` (the user's role in it). Anonymous
-    requests are refused (401) before anything about accounts is looked up.
+    requests are refused (401) before anything else, then any method but GET,
+    HEAD and OPTIONS (405), before anything about accounts is looked up.
+
+    The whole request runs in one transaction. On PostgreSQL the account is
+    bound to it for Row-Level Security (:mod:`flowpilot_analytics.rls`): first
+    the user, so that only their own memberships are readable while the account
+    is resolved from them, then the account the membership grants, so that a
+    query missing its account filter still sees no other tenant's rows. The
+    transaction is rolled back at the end (nothing here writes), which ends both
+    settings and the statement timeout with it.
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
     allowed_roles = (Membership.Role.ENGINEER, Membership.Role.ADMIN)
     http_method_names = ["get", "head", "options"]
+    throttle_classes = [AnalyticsRateThrottle]
+    throttle_scope = "analytics"
+
+    def dispatch(self, request, *args, **kwargs):
+        with rls.tenant_transaction():
+            return super().dispatch(request, *args, **kwargs)
 
     def check_permissions(self, request):
+        if getattr(self, "membership", None) is not None:
+            # Resolved already: the browsable API asks again while it renders,
+            # after the request's transaction has ended; nothing is bound then.
+            request.membership = self.membership
+            return super().check_permissions(request)
         if request.user and request.user.is_authenticated:
+            if request.method.lower() not in self.http_method_names:
+                # Nothing here can be written, whatever the caller's accounts:
+                # 405 before any account is looked up (anonymous callers get 401).
+                self.http_method_not_allowed(request)
+            rls.bind_user(request.user, statement_timeout_ms=settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS)
             request.membership = membership_for_request(
                 user=request.user, query_params=request.query_params
             )
         super().check_permissions(request)
         self.membership = request.membership
         self.account = self.membership.account
+        rls.bind_account(self.account)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+            # The failed transaction is rolled back by tenant_transaction(), as every one is.
+            exc = AnalyticsQueryTimeout()
+        return super().handle_exception(exc)
 
 
 class EscalationMetricsApi(AccountScopedApi):
@@ -39,6 +93,33 @@ class EscalationMetricsApi(AccountScopedApi):
     7d, 30d (default) or 90d; `account` is needed when you belong to several.
     """
 
+    @extend_schema(
+        operation_id="escalation_metrics",
+        summary="Post-claim activity lag of one account's escalations",
+        parameters=[
+            OpenApiParameter(
+                "period",
+                str,
+                enum=list(PERIODS),
+                default=DEFAULT_PERIOD,
+                description="The window ending now: the last 7, 30 or 90 days.",
+            ),
+            OpenApiParameter(
+                ACCOUNT_PARAM,
+                {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
+                description="The account's id. Needed only when you are a member of several accounts.",
+            ),
+        ],
+        responses={
+            200: OpenApiResponse(EscalationMetricsOutputSerializer, description=schema.OK),
+            400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
+            401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
+            403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
+            404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
+            429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
+            503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
+        },
+    )
     def get(self, request):
         params = EscalationMetricsInputSerializer(query_params=request.query_params)
         params.is_valid(raise_exception=True)

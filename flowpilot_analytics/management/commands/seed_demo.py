@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.demo import DEMO_DAYS, seed_demo
 
 
@@ -18,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026, help="Random seed (default 2026).")
 
     def handle(self, *args, reset, seed, **options):
-        accounts, logins, created = seed_demo(now=timezone.now(), reset=reset, seed=seed)
+        # Demo data spans every account: under Row-Level Security that takes the explicit mode.
+        with analytics_cross_account():
+            accounts, logins, created = seed_demo(now=timezone.now(), reset=reset, seed=seed)
         for account in accounts:
             if created[account.slug]:
                 message = f"{created[account.slug]} handoffs created"

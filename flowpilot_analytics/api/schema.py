@@ -1,0 +1,33 @@
+"""Shapes and wording of the error responses, for the OpenAPI schema."""
+
+from rest_framework import serializers
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, for a person to read.")
+
+
+class FieldErrorsSerializer(serializers.Serializer):
+    """Each offending query parameter with its messages (which name the allowed values)."""
+
+    period = serializers.ListField(child=serializers.CharField(), required=False)
+    account = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class AccountNotFoundSerializer(serializers.Serializer):
+    account = serializers.CharField(help_text='"No such account." — the same for a foreign and a missing one.')
+
+
+OK = "The figures of the account over the period (seconds, rounded to milliseconds; null without data)."
+BAD_REQUEST = (
+    "A query parameter is invalid or repeated: `period` is not 7d, 30d or 90d, `account` is not a "
+    "positive integer, or you belong to several accounts and gave no `account`."
+)
+UNAUTHENTICATED = "No credentials, a bad token, or the token of an inactive or deleted user."
+FORBIDDEN = "Your role in the account is `viewer`, or you have no membership at all (staff included)."
+NOT_FOUND = "You are not a member of that account, or it does not exist (one answer for both)."
+THROTTLED = "Too many requests: wait the number of seconds in the Retry-After header."
+QUERY_TIMEOUT = (
+    "The query ran past the server's statement timeout and was cancelled; retry after the "
+    "number of seconds in the Retry-After header."
+)

@@ -1,0 +1,147 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Q
+from django.utils import timezone
+
+from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
+from flowpilot_analytics.constants import METRIC_DEFINITION
+from flowpilot_analytics.cross_account import analytics_cross_account
+from flowpilot_analytics.models import Account
+from flowpilot_analytics.periods import DEFAULT_PERIOD, PERIODS, period_window
+from flowpilot_analytics.reporting import FORMATS, render_csv, render_json, render_table, write_atomically
+from flowpilot_analytics.selectors import escalation_metrics_by_account
+
+# Progress lines go to stderr only for a person watching a report this big.
+PROGRESS_MIN_ACCOUNTS = 20
+
+
+def report_fields():
+    """The columns of a report: the account, then the API's fields in the API's order."""
+    return ["account", "account_id", *EscalationMetricsOutputSerializer().fields]
+
+
+def accounts_from_identifiers(identifiers):
+    """The accounts named by slug or id, in the order given, each once; every account when none.
+
+    A value made of digits may be an id or a slug: when it names two different
+    accounts that way, it is refused as ambiguous rather than guessed.
+    """
+    if not identifiers:
+        return list(Account.objects.order_by("slug"))
+    wanted = list(dict.fromkeys(value.strip() for value in identifiers))
+    if "" in wanted:
+        raise CommandError("--account: give an account slug or id, not an empty value.")
+    as_id = {value: int(value) for value in wanted if value.isascii() and value.isdigit()}
+    found = list(Account.objects.filter(Q(slug__in=wanted) | Q(pk__in=as_id.values())))
+    by_slug = {account.slug: account for account in found}
+    by_id = {account.pk: account for account in found}
+    selected, unknown, ambiguous = {}, [], []
+    for value in wanted:
+        candidates = {by_slug.get(value), by_id.get(as_id.get(value))} - {None}
+        if not candidates:
+            unknown.append(value)
+        elif len(candidates) > 1:
+            ambiguous.append(value)
+        else:
+            account = candidates.pop()
+            selected.setdefault(account.pk, account)
+    if unknown:
+        raise CommandError(f"--account: no account with the slug or id {', '.join(map(repr, unknown))}.")
+    if ambiguous:
+        raise CommandError(
+            f"--account: {', '.join(map(repr, ambiguous))} is the id of one account and the slug of another; "
+            "give the other account's slug instead."
+        )
+    return list(selected.values())
+
+
+class Command(BaseCommand):
+    help = (
+        "Print the escalation figures (post-claim activity lag) of one, several or every account, "
+        "with the same numbers as the API, as a table, JSON or CSV."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--account",
+            dest="accounts",
+            action="extend",
+            nargs="+",
+            metavar="SLUG_OR_ID",
+            help="An account's slug or id; repeat (or list several) for more. Default: every account.",
+        )
+        parser.add_argument(
+            "--period",
+            choices=PERIODS,
+            default=DEFAULT_PERIOD,
+            help=f"The window ending now: {', '.join(PERIODS)} (default {DEFAULT_PERIOD}).",
+        )
+        parser.add_argument(
+            "--format",
+            dest="output_format",
+            choices=FORMATS,
+            default="table",
+            help="table (aligned for a terminal, the default), json (a list of objects) or csv.",
+        )
+        parser.add_argument(
+            "--output",
+            metavar="FILE",
+            help="Write the report to FILE (replaced whole, or left untouched on error) instead of stdout.",
+        )
+
+    def handle(self, *args, accounts, period, output_format, output, verbosity, **options):
+        started = time.monotonic()
+        if output is not None and not output.strip():
+            raise CommandError("--output: give a file path.")
+        selected = accounts_from_identifiers(accounts)
+        show_progress = (
+            verbosity >= 1
+            and len(selected) >= PROGRESS_MIN_ACCOUNTS
+            and self.stderr.isatty()
+            and (output is not None or self.stdout.isatty())
+        )
+        if show_progress:
+            self.stderr.write(f"Computing the {period} figures of {len(selected)} accounts...")
+
+        now = timezone.now()
+        # A report spans accounts: the documented cross-account mode (RLS would
+        # otherwise show the app role no rows at all).
+        with analytics_cross_account():
+            metrics = escalation_metrics_by_account(
+                accounts=[account.pk for account in selected], period=period, now=now
+            )
+        rows = [
+            {
+                "account": account.slug,
+                "account_id": account.pk,
+                **EscalationMetricsOutputSerializer(metrics[account.pk]).data,
+            }
+            for account in selected
+        ]
+        text = self.render(rows, output_format=output_format, period=period, now=now)
+
+        if output is None:
+            self.stdout.write(text, ending="")
+        else:
+            try:
+                write_atomically(output, text)
+            except OSError as error:
+                raise CommandError(f"--output: cannot write {output}: {error.strerror or error}.") from error
+        if show_progress:
+            where = f" to {output}" if output is not None else ""
+            self.stderr.write(f"Wrote {len(rows)} accounts{where} in {time.monotonic() - started:.1f} s.")
+
+    def render(self, rows, *, output_format, period, now):
+        if output_format == "json":
+            return render_json(rows)
+        if output_format == "csv":
+            return render_csv(rows, fields=report_fields())
+        window_start, window_end = period_window(period, now)
+        return render_table(
+            rows,
+            period=period,
+            window_start=window_start,
+            window_end=window_end,
+            metric_definition=METRIC_DEFINITION,
+        )

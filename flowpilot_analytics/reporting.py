@@ -1,0 +1,109 @@
+"""
+Rendering and writing of the escalation report: pure functions, no Django.
+
+A report is a list of rows: dicts whose keys are the API's field names plus
+``account`` (the slug) and ``account_id``. The numbers are rendered as they
+are, never recomputed; ``None`` is JSON ``null``, an empty CSV cell, and ``—``
+in the table.
+"""
+
+import csv
+import io
+import json
+import os
+import tempfile
+
+from .durations import NO_VALUE, percent
+
+FORMATS = ("table", "json", "csv")
+
+# Table columns: (heading, key, align right?). Seconds keep the API's three decimals.
+_TABLE_COLUMNS = (
+    ("ACCOUNT", "account", False),
+    ("ID", "account_id", True),
+    ("CLAIMED", "n_handoffs_claimed", True),
+    ("WITH ACTION", "n_handoffs_with_action", True),
+    ("ACTION RATE", None, True),
+    ("AVG S", "avg_seconds_to_first_action", True),
+    ("MEDIAN S", "median_seconds_to_first_action", True),
+    ("P95 S", "p95_seconds_to_first_action", True),
+)
+
+
+def render_json(rows):
+    """A JSON array of the rows, one object per account, UTF-8 text (the em dash stays one)."""
+    return json.dumps(list(rows), indent=2, ensure_ascii=False) + "\n"
+
+
+def render_csv(rows, *, fields):
+    """A header row of ``fields``, then one row per account; ``None`` as an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow(["" if row[field] is None else row[field] for field in fields])
+    return buffer.getvalue()
+
+
+def _table_cell(row, key):
+    if key is None:
+        return percent(row["n_handoffs_with_action"], row["n_handoffs_claimed"])
+    value = row[key]
+    if value is None:
+        return NO_VALUE
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render_table(rows, *, period, window_start, window_end, metric_definition):
+    """Columns aligned for a terminal, under a line naming the period and its window."""
+    rows = list(rows)
+    lines = [
+        f"Escalation report, period {period}: "
+        f"{window_start:%Y-%m-%d %H:%M:%S} to {window_end:%Y-%m-%d %H:%M:%S} UTC"
+    ]
+    if rows:
+        cells = [[heading for heading, _, _ in _TABLE_COLUMNS]]
+        cells += [[_table_cell(row, key) for _, key, _ in _TABLE_COLUMNS] for row in rows]
+        widths = [max(len(line[index]) for line in cells) for index in range(len(_TABLE_COLUMNS))]
+        for line in cells:
+            lines.append(
+                "  ".join(
+                    cell.rjust(width) if right else cell.ljust(width)
+                    for cell, width, (_, _, right) in zip(line, widths, _TABLE_COLUMNS)
+                ).rstrip()
+            )
+    else:
+        lines.append("No accounts.")
+    lines.append("")
+    lines.append(f"Metric: {metric_definition}")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text):
+    """Write ``text`` (UTF-8) to ``path`` all at once, or not at all.
+
+    The text goes to a temporary file in the same directory, which is renamed
+    over ``path`` only when complete: a reader never sees half a report, and a
+    failure leaves neither a partial file nor the temporary one. The file gets
+    the usual permissions (``0o666`` less the umask), not the temporary file's ``0o600``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,38 @@
+"""Template filters of the admin summary widget: thin wrappers over pure functions."""
+
+from django import template
+from django.utils.safestring import mark_safe
+
+from ..charts import daily_series_svg
+from ..durations import human_duration as _human_duration
+from ..durations import percent
+from ..overview import ATTENTION_PERIOD
+
+register = template.Library()
+
+
+@register.filter
+def human_duration(seconds):
+    """``245.12`` → ``4m 05s``; ``None`` → ``—``."""
+    return _human_duration(seconds)
+
+
+@register.filter
+def percent_of(numerator, denominator):
+    """``{{ with_action|percent_of:claimed }}`` → ``88.0%``."""
+    return percent(numerator, denominator)
+
+
+@register.filter
+def daily_median_chart(summary):
+    """The inline SVG sparkline of an ``AccountSummary``'s daily medians."""
+    reference = summary.for_period(ATTENTION_PERIOD).median_seconds_to_first_action
+    days = len(summary.daily_median_seconds or ())
+    svg = daily_series_svg(
+        summary.daily_median_seconds or (),
+        label=f"{summary.account.name}: daily median seconds to first action, last {days} days",
+        reference=reference,
+        reference_label=f"{ATTENTION_PERIOD} median: {_human_duration(reference)}",
+    )
+    # daily_series_svg escapes every text it embeds (the account name included).
+    return mark_safe(svg)

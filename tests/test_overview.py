@@ -1,0 +1,152 @@
+"""Many accounts at once (the admin widget's data): same figures as the API, bounded queries."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.test import APIClient
+
+from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
+from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
+from flowpilot_analytics.models import Membership
+from flowpilot_analytics.overview import daily_median_seconds_by_account, escalation_summary
+from flowpilot_analytics.periods import PERIODS
+from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
+from tests.builders import claimed_handoff, step
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/analytics/flowpilot/escalations"
+DAY = timedelta(days=1)
+
+
+def slugs(summary):
+    return [row.account.slug for row in summary.accounts]
+
+
+def test_accounts_needing_attention_come_first_and_empty_ones_last(now):
+    def account_with(slug, lags, days_ago=1):
+        account = AccountFactory(slug=slug, name=slug.title())
+        for index, lag in enumerate(lags):
+            claimed_handoff(account, claimed_at=now - days_ago * DAY - timedelta(minutes=index), lag=lag)
+        return account
+
+    account_with("fast", [5, 6, 7])  # every claim acted on, quickly
+    account_with("slow-tail", [5, 6, 900])  # every claim acted on, long p95
+    account_with("gap", [5, None])  # half the claims without action: the worst
+    account_with("never", [None])  # claimed, never acted on
+    account_with("old-only", [5], days_ago=60)  # nothing in 30 days, something in 90
+    account_with("aardvark-empty", [])
+
+    summary = escalation_summary(now=now)
+
+    assert slugs(summary) == ["never", "gap", "slow-tail", "fast", "aardvark-empty", "old-only"]
+    by_slug = {row.account.slug: row for row in summary.accounts}
+    assert by_slug["old-only"].has_data and not by_slug["aardvark-empty"].has_data
+    assert [metrics.period for metrics in by_slug["fast"].figures] == list(PERIODS)
+
+
+def test_limit_keeps_the_most_urgent_and_counts_the_rest(now):
+    for index in range(4):
+        claimed_handoff(AccountFactory(slug=f"acct-{index}"), claimed_at=now - DAY, lag=10 * (index + 1))
+    claimed_handoff(AccountFactory(slug="acct-gap"), claimed_at=now - DAY)
+
+    summary = escalation_summary(now=now, limit=2)
+
+    assert slugs(summary) == ["acct-gap", "acct-3"]
+    assert (summary.total_accounts, summary.hidden_accounts) == (5, 3)
+
+
+def test_daily_medians_fall_in_24_hour_days_ending_now(account, other_account, now):
+    claimed_handoff(account, claimed_at=now, lag=10)  # last 24 h
+    claimed_handoff(account, claimed_at=now - timedelta(hours=23), lag=20)  # last 24 h
+    claimed_handoff(account, claimed_at=now - DAY + timedelta(microseconds=1), lag=40)  # last 24 h
+    claimed_handoff(account, claimed_at=now - DAY, lag=7)  # the newest instant of the day before
+    claimed_handoff(account, claimed_at=now - 30 * DAY, lag=99)  # the window's first instant: oldest day
+    claimed_handoff(account, claimed_at=now - 30 * DAY - timedelta(seconds=1), lag=1000)  # outside
+    claimed_handoff(account, claimed_at=now - 5 * DAY)  # no action: no value for that day
+    handoff = claimed_handoff(account, claimed_at=now - 3 * DAY)
+    step(handoff.session, now - 3 * DAY)  # at the claim instant: not an action
+    claimed_handoff(other_account, claimed_at=now - 2 * DAY, lag=5)
+
+    series = daily_median_seconds_by_account(accounts=[account.pk, other_account.pk], days=30, now=now)
+
+    ours = series[account.pk]
+    assert len(ours) == 30
+    assert ours[-1] == 20.0  # median of 10, 20 and 40
+    assert ours[-2] == 7.0
+    assert ours[0] == 99.0
+    assert ours[-6] is None and ours[-4] is None
+    assert sum(value is not None for value in ours) == 3
+    assert series[other_account.pk][-3] == 5.0
+
+
+def test_daily_medians_of_an_account_without_data_are_all_empty(account, now):
+    assert daily_median_seconds_by_account(accounts=[account.pk], days=7, now=now) == {
+        account.pk: (None,) * 7
+    }
+    assert daily_median_seconds_by_account(accounts=[], now=now) == {}
+    with pytest.raises(ValueError):
+        daily_median_seconds_by_account(accounts=[account.pk], days=0, now=now)
+
+
+def test_constant_number_of_queries_whatever_the_number_of_accounts(now, django_assert_num_queries):
+    def add_accounts(count):
+        for _ in range(count):
+            claimed_handoff(AccountFactory(), claimed_at=now - DAY, lag=3)
+
+    add_accounts(2)
+    # One lists the accounts, one per period (3), one for the daily series.
+    with django_assert_num_queries(5):
+        escalation_summary(now=now)
+    add_accounts(10)
+    with django_assert_num_queries(5):
+        summary = escalation_summary(now=now)
+    assert len(summary.accounts) == 12
+
+
+# The single-account API path and the cross-account path, on random data.
+
+# Seconds before "now" of each claim; kept 2 minutes away from the period edges
+# so that the few milliseconds between the API's clock and ours cannot matter.
+claim_offsets = st.integers(min_value=1, max_value=100 * 86_400).filter(
+    lambda seconds: all(abs(seconds - days * 86_400) > 120 for days in (7, 30, 90))
+)
+handoffs = st.tuples(
+    claim_offsets,
+    st.one_of(st.none(), st.integers(min_value=1, max_value=3 * 86_400 * 1_000_000)),  # lag, microseconds
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(accounts=st.lists(st.lists(handoffs, max_size=12), min_size=1, max_size=3))
+def test_api_and_cross_account_paths_agree_to_the_millisecond(accounts):
+    now = timezone.now()
+    created = []
+    for account_handoffs in accounts:
+        account = AccountFactory()
+        for offset, lag in account_handoffs:
+            claimed_handoff(
+                account,
+                claimed_at=now - timedelta(seconds=offset),
+                lag=None if lag is None else lag / 1_000_000,
+            )
+        user = UserFactory()
+        MembershipFactory(user=user, account=account, role=Membership.Role.ENGINEER)
+        created.append((account, user))
+    ids = [account.pk for account, _ in created]
+    summary = {
+        row.account.pk: row for row in escalation_summary(accounts=[a for a, _ in created], now=now).accounts
+    }
+
+    client = APIClient()
+    for period in PERIODS:
+        by_account = escalation_metrics_by_account(accounts=ids, period=period, now=now)
+        for account, user in created:
+            client.force_authenticate(user)
+            from_api = client.get(URL, {"period": period}).json()
+            assert from_api == EscalationMetricsOutputSerializer(by_account[account.pk]).data
+            assert by_account[account.pk] == summary[account.pk].for_period(period)
+            assert by_account[account.pk] == escalation_metrics(account=account, period=period, now=now)
