@@ -83,3 +83,37 @@ def test_summary_matches_a_straightforward_reference(values):
     assert summary.median_seconds == pytest.approx(float(numpy.median(seconds)), abs=0.0005 + 1e-9)
     assert summary.p95_seconds == pytest.approx(float(numpy.percentile(seconds, 95)), abs=0.0005 + 1e-9)
     assert min(seconds) - 0.0005 <= summary.median_seconds <= max(seconds) + 0.0005
+
+
+def test_full_distribution_of_known_lags():
+    seconds = [30, 59.999, 60, 299, 300, 899, 900, 3599, 3600, 14399, 14400, 86399, 86400, 90000]
+    summary = summarize_lags(16, [round(s * 1_000_000) for s in seconds], target_microseconds=300_000_000)
+
+    assert summary.bucket_counts == (2, 2, 2, 2, 2, 2, 2)
+    assert sum(summary.bucket_counts) == summary.n_handoffs_with_action == 14
+    assert summary.max_seconds == 90000.0
+    assert summary.n_within_target == 5  # the target is inclusive: 300 s itself meets it
+    assert summary.within_target_rate == round(5 / 14, 4)
+    assert summary.n_handoffs_without_action == 2
+    assert summary.action_rate == 0.875
+
+
+def test_rates_are_null_without_a_denominator_or_a_target():
+    empty = summarize_lags(0, [])
+    assert empty.action_rate is None
+    assert empty.max_seconds is None and empty.p75_seconds is None
+    assert summarize_lags(3, [], target_microseconds=1).within_target_rate is None
+    assert summarize_lags(3, [5]).within_target_rate is None
+
+
+@given(values=lags, target=st.integers(min_value=0, max_value=10**12))
+def test_extra_percentiles_buckets_and_target_match_a_reference(values, target):
+    summary = summarize_lags(len(values), values, target_microseconds=target)
+    assert sum(summary.bucket_counts) == len(values)
+    assert summary.n_within_target == sum(1 for v in values if v <= target)
+    if values:
+        seconds = numpy.array(values) / 1_000_000
+        assert summary.p75_seconds == pytest.approx(float(numpy.percentile(seconds, 75)), abs=0.0005 + 1e-9)
+        assert summary.p90_seconds == pytest.approx(float(numpy.percentile(seconds, 90)), abs=0.0005 + 1e-9)
+        assert summary.max_seconds == to_seconds(max(values))
+        assert summary.median_seconds <= summary.p75_seconds <= summary.p90_seconds <= summary.p95_seconds
