@@ -6,3 +6,6 @@ class FlowpilotAnalyticsConfig(AppConfig):
     label = "flowpilot_analytics"
     verbose_name = "FlowPilot Analytics"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import routers  # noqa: F401  (registers the read-replica system check)
