@@ -10,13 +10,19 @@ PORT ?= 8000
 RUN_DATABASE_URL ?=
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k api -x"`.
 PYTEST_ARGS ?=
+# `make bench` builds its data in, and measures, this PostgreSQL database
+# (created if missing; its name must contain "bench"). Not part of `make test`.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_bench
+# e.g. `make bench BENCH_ARGS="--quick --skip-indexes"`
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-sqlite test-postgres check clean
+.PHONY: help run test test-sqlite test-postgres check bench clean
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
+	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
 $(BIN)/python:
@@ -53,6 +59,9 @@ test: $(VENV)/.installed
 check: $(VENV)/.installed
 	$(BIN)/python manage.py check
 	$(BIN)/python manage.py makemigrations --check --dry-run
+
+bench: $(VENV)/.installed
+	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.escalations $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis
