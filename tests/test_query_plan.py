@@ -26,24 +26,27 @@ def history(now):
         for account in accounts
         for index in range(SESSIONS_PER_ACCOUNT)
     )
-    AiSessionStep.objects.bulk_create(
-        AiSessionStep(
-            session=session,
-            account_id=session.account_id,
-            created_at=session.created_at + timedelta(minutes=minute),
+    steps, handoffs = [], []
+    for index, session in enumerate(sessions):
+        opened, account_id = session.created_at, session.account_id
+        steps += [
+            AiSessionStep(
+                session=session, account_id=account_id, created_at=opened + timedelta(minutes=minute)
+            )
+            for minute in range(STEPS_PER_SESSION)
+        ]
+        # One handoff in ten is never claimed.
+        claimed_at = opened + timedelta(minutes=3, seconds=30) if index % 10 else None
+        handoffs.append(
+            SessionHandoff(
+                session=session,
+                account_id=account_id,
+                created_at=opened + timedelta(minutes=2),
+                claimed_at=claimed_at,
+            )
         )
-        for session in sessions
-        for minute in range(STEPS_PER_SESSION)
-    )
-    SessionHandoff.objects.bulk_create(
-        SessionHandoff(
-            session=session,
-            account_id=session.account_id,
-            created_at=session.created_at + timedelta(minutes=2),
-            claimed_at=session.created_at + timedelta(minutes=3, seconds=30) if index % 10 else None,
-        )
-        for index, session in enumerate(sessions)
-    )
+    AiSessionStep.objects.bulk_create(steps)
+    SessionHandoff.objects.bulk_create(handoffs)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE ai_session, ai_session_step, session_handoff")
     return accounts
