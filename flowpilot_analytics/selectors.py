@@ -155,7 +155,7 @@ def _summaries_in_python(queryset):
 # the handoffs come from an index-only scan of (account, claimed_at) with the
 # account fixed, so no sort by account is needed before the percentiles.
 #
-# Traps avoided (each measured in docs/benchmarks.md):
+# Traps avoided (docs/scaling.md, "The statement"; timings in docs/benchmarks.md):
 # * The handoffs subquery has the correlated first-action probe in its SELECT
 #   list. Without a fence PostgreSQL would flatten it into the aggregates and
 #   run the probe once per reference to the lag (count, sum, two percentiles).
