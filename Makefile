@@ -12,14 +12,20 @@ RUN_DATABASE_URL ?=
 PYTEST_ARGS ?=
 # `make loadtest`: the PostgreSQL database (as its owner) the load test creates, fills and serves.
 LOAD_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_load
+# `make bench` builds its data in, and measures, this PostgreSQL database
+# (created if missing; its name must contain "bench"). Not part of `make test`.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_bench
+# e.g. `make bench BENCH_ARGS="--quick --skip-indexes"`
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-sqlite test-postgres check clean loadtest
+.PHONY: help run test test-sqlite test-postgres check clean loadtest bench
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
+	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
 $(BIN)/python:
@@ -61,6 +67,9 @@ check: $(VENV)/.installed
 # LOAD_REQUESTS, LOAD_CONCURRENCY, LOAD_PORT (8051), LOAD_WORKERS, LOAD_THREADS tune it.
 loadtest: $(VENV)/.installed
 	LOAD_OWNER_URL="$(LOAD_OWNER_URL)" $(BIN)/python scripts/load_test.py
+
+bench: $(VENV)/.installed
+	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.escalations $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis

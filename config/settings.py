@@ -120,6 +120,26 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # ------------------------------------------------------------------------------
+# Read replica (optional). FLOWPILOT_ANALYTICS_DATABASE_URL names a streaming
+# replica of DATABASE_URL; the metric's scans of sessions, steps and handoffs
+# then run there, while accounts, memberships and every write stay on the
+# primary. Unset, everything uses "default". See docs/scaling.md.
+# https://docs.djangoproject.com/en/5.2/topics/db/multi-db/
+# ------------------------------------------------------------------------------
+DATABASE_ROUTERS = ["flowpilot_analytics.routers.AnalyticsReadRouter"]
+if os.environ.get("FLOWPILOT_ANALYTICS_DATABASE_URL"):
+    DATABASES["analytics"] = dj_database_url.parse(
+        os.environ["FLOWPILOT_ANALYTICS_DATABASE_URL"],
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "0")),
+        conn_health_checks=True,
+    )
+    # Tests create no database for it: it reads the test database of "default".
+    DATABASES["analytics"]["TEST"] = {"MIRROR": "default"}
+    FLOWPILOT_ANALYTICS_DB_ALIAS = "analytics"
+else:
+    FLOWPILOT_ANALYTICS_DB_ALIAS = "default"
+
+# ------------------------------------------------------------------------------
 # Internationalisation: timestamps are stored in UTC.
 # https://docs.djangoproject.com/en/5.2/topics/i18n/timezones/
 # ------------------------------------------------------------------------------

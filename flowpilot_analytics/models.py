@@ -74,21 +74,25 @@ class AiSession(models.Model):
 class AiSessionStep(AccountOwnedMixin):
     """One recorded step of a session (by the AI or by an engineer)."""
 
-    # The composite (session, created_at) index below serves every lookup by
-    # session, so the foreign key's own single-column index would be dead weight.
+    # Both foreign keys are served by the composite indexes below (each leads
+    # with its column), so their own single-column indexes would be dead weight.
     session = models.ForeignKey(AiSession, on_delete=models.CASCADE, related_name="steps", db_index=False)
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         db_table = "ai_session_step"
         verbose_name = "AI session step"
         indexes = [
-            # The first-action probe: equality on session, range on created_at,
-            # account carried along so PostgreSQL can answer from the index alone.
-            models.Index(
-                fields=["session", "created_at"], include=["account"], name="step_session_created"
-            ),
+            # The first-action probe: equality on account and session, range on
+            # created_at, answered by an index-only scan. Account first keeps an
+            # account's steps together, so the probes of one account's handoffs
+            # read a few neighbouring pages rather than one page each of the
+            # whole table (docs/benchmarks.md: 2-4x at 1k-60k handoffs when the
+            # index outgrows shared_buffers).
+            models.Index(fields=["account", "session", "created_at"], name="step_account_session_created"),
+            # A session's steps in order, and the cascade from a deleted session.
+            models.Index(fields=["session", "created_at"], name="step_session_created"),
         ]
 
     def __str__(self):

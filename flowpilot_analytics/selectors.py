@@ -16,14 +16,19 @@ On PostgreSQL the statistics are aggregated in SQL (one statement, one row per
 account) so that no per-handoff data crosses the wire; elsewhere (SQLite) the
 lags are streamed into :mod:`flowpilot_analytics.stats`. Both start from whole
 microseconds and round the same way, so they give identical figures.
+
+The handoff rows are read from the database alias that the router gives the
+activity tables (``FLOWPILOT_ANALYTICS_DB_ALIAS``: a read replica, if set).
+Why the SQL looks the way it does, with measurements: docs/benchmarks.md.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connections
-from django.db.models import OuterRef, Subquery
+from django.db import connections, router
+from django.db.models import BigIntegerField, OuterRef, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from .constants import METRIC_DEFINITION
@@ -80,11 +85,15 @@ def first_action_subquery():
 def claimed_handoffs_with_first_action(*, accounts, start, end):
     """Claimed handoffs of ``accounts`` in ``[start, end]``, annotated ``first_action_at``."""
     account_ids = [_account_id(account) for account in accounts]
-    return SessionHandoff.objects.filter(
-        account_id__in=account_ids,
-        claimed_at__gte=start,
-        claimed_at__lte=end,
-    ).annotate(first_action_at=first_action_subquery())
+    return _claimed_in_window(start, end).filter(account_id__in=account_ids)
+
+
+def _claimed_in_window(start, end):
+    # claimed_at in a closed range implies claimed_at IS NOT NULL, so PostgreSQL
+    # can use the partial index on claimed rows.
+    return SessionHandoff.objects.filter(claimed_at__gte=start, claimed_at__lte=end).annotate(
+        first_action_at=first_action_subquery()
+    )
 
 
 def escalation_metrics(*, account, period, now=None):
@@ -123,10 +132,10 @@ def _account_id(account):
 
 
 def _summaries_by_account(account_ids, start, end):
-    queryset = claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
-    connection = connections[queryset.db]
+    connection = connections[router.db_for_read(SessionHandoff)]
     if connection.vendor == "postgresql":
-        return _summaries_in_sql(queryset, connection)
+        return _summaries_in_sql(account_ids, start, end, connection)
+    queryset = claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
     return _summaries_in_python(queryset)
 
 
@@ -142,39 +151,64 @@ def _summaries_in_python(queryset):
     return {account_id: summarize_lags(n, lags[account_id]) for account_id, n in claimed.items()}
 
 
-# The correlated subquery is evaluated once per handoff inside the MATERIALIZED
-# CTE; aggregating straight over the annotated queryset would let PostgreSQL
-# inline it and run it once per reference. GREATEST(0, NULL) is 0 in
-# PostgreSQL, hence the CASE: a handoff without action must stay NULL, not
-# become a zero-second action. date_part (float) rather than EXTRACT (numeric
-# since PostgreSQL 14): the epoch of an interval has microsecond resolution, so
-# rounding it times 10^6 recovers the exact integer.
+# One row per requested account, each aggregated by its own LATERAL subquery:
+# the handoffs come from an index-only scan of (account, claimed_at) with the
+# account fixed, so no sort by account is needed before the percentiles.
+#
+# Traps avoided (docs/scaling.md, "The statement"; timings in docs/benchmarks.md):
+# * The handoffs subquery has the correlated first-action probe in its SELECT
+#   list. Without a fence PostgreSQL would flatten it into the aggregates and
+#   run the probe once per reference to the lag (count, sum, two percentiles).
+#   OFFSET 0 keeps it a subquery, so the probe runs once per handoff, streamed
+#   (a MATERIALIZED CTE would also fence it, but spills every row to a
+#   tuplestore first).
+# * The lag references first_action_at once, so it is NULL exactly when there
+#   is no action. No GREATEST(0, ...): GREATEST(0, NULL) is 0 in PostgreSQL and
+#   would turn "no action" into a zero-second action. The floor of the
+#   definition cannot trigger here, the probe being strictly after the claim.
+# * date_part (double precision) rather than EXTRACT (numeric since PostgreSQL
+#   14, slower): the epoch of an interval has microsecond resolution, so
+#   rounding it times 10^6 recovers the exact integer.
+# sum() of bigint is an exact numeric; the two percentile_cont share one sort.
 _SUMMARY_SQL = """
-WITH claimed AS MATERIALIZED ({handoffs}),
-lags AS (
-    SELECT account_id,
-           CASE WHEN first_action_at IS NULL THEN NULL
-                ELSE GREATEST(0, round(date_part('epoch', first_action_at - claimed_at) * 1000000))::bigint
-           END AS lag_us
-    FROM claimed
-)
-SELECT account_id,
-       count(*),
-       count(lag_us),
-       sum(lag_us),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_us),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_us)
-FROM lags
-GROUP BY account_id
+SELECT requested.account_id,
+       figures.n_claimed, figures.n_with_action, figures.total_us, figures.p50_us, figures.p95_us
+FROM unnest(%s::bigint[]) AS requested (account_id)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n_claimed,
+           count(lag_us) AS n_with_action,
+           sum(lag_us) AS total_us,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_us) AS p50_us,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY lag_us) AS p95_us
+    FROM (
+        SELECT round(date_part('epoch', first_action_at - claimed_at) * 1000000)::bigint AS lag_us
+        FROM ({handoffs}) AS handoffs
+        OFFSET 0
+    ) AS lags
+) AS figures
 """
 
 
-def _summaries_in_sql(queryset, connection):
-    handoffs = queryset.values("account_id", "claimed_at", "first_action_at")
-    handoffs_sql, params = handoffs.query.get_compiler(connection=connection).as_sql()
+def summary_sql(*, account_ids, start, end, connection):
+    """The one PostgreSQL statement computing the figures of ``account_ids``: ``(sql, params)``.
+
+    The handoffs and their first-action probe are the ORM's (``first_action_subquery``);
+    the account comes from the outer ``requested`` row.
+    """
+    handoffs = _claimed_in_window(start, end).filter(
+        account_id=RawSQL("requested.account_id", (), output_field=BigIntegerField())
+    )
+    handoffs_sql, handoffs_params = (
+        handoffs.values("claimed_at", "first_action_at").query.get_compiler(connection=connection).as_sql()
+    )
+    return _SUMMARY_SQL.format(handoffs=handoffs_sql), (list(account_ids), *handoffs_params)
+
+
+def _summaries_in_sql(account_ids, start, end, connection):
+    sql, params = summary_sql(account_ids=account_ids, start=start, end=end, connection=connection)
     summaries = {}
     with connection.cursor() as cursor:
-        cursor.execute(_SUMMARY_SQL.format(handoffs=handoffs_sql), params)
+        cursor.execute(sql, params)
         for account_id, n_claimed, n_with_action, total_us, p50_us, p95_us in cursor.fetchall():
             summaries[account_id] = LagSummary(
                 n_handoffs_claimed=n_claimed,

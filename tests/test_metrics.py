@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowpilot_analytics import selectors
@@ -21,6 +21,7 @@ from flowpilot_analytics.selectors import (
     escalation_metrics,
     escalation_metrics_by_account,
 )
+from flowpilot_analytics.stats import summarize_lags
 from tests.builders import claimed_handoff, step
 
 pytestmark = pytest.mark.django_db
@@ -167,30 +168,82 @@ def test_one_query_whatever_the_number_of_handoffs(account, now, django_assert_n
         escalation_metrics(account=account, period="7d", now=now)
 
 
+# Lags in microseconds: None is a claimed handoff without action. Drawing from a
+# small pool as well as a wide range makes ties frequent; empty lists and lists
+# of None only are the empty sets.
+LAGS = st.lists(
+    st.one_of(
+        st.none(),
+        st.sampled_from([1, 999, 1_000_000, 60_000_000]),
+        st.integers(min_value=1, max_value=3 * 86_400 * 1_000_000),
+    ),
+    max_size=20,
+)
+ACCOUNTS_LAGS = st.lists(LAGS, min_size=1, max_size=3)
+EMPTY_SETS = [[]], [[None, None]], [[], [None]]
+TIES = [[5_000_000] * 4], [[1, 1, None, 1_000_000, 1_000_000]], [[7, 7], [7]]
+
+
+def build_lags(accounts_lags, now):
+    """One account per list, a claimed handoff per lag (its step ``lag`` microseconds later)."""
+    accounts = []
+    for lags in accounts_lags:
+        account = AccountFactory()
+        for index, lag in enumerate(lags):
+            handoff = claimed_handoff(account, claimed_at=now - timedelta(minutes=index + 1))
+            if lag is not None:
+                step(handoff.session, handoff.claimed_at + timedelta(microseconds=lag))
+        accounts.append(account)
+    return accounts
+
+
+def reference_summary(lags):
+    """The pure-Python reference: the contract applied straight to the generated lags."""
+    return summarize_lags(len(lags), [lag for lag in lags if lag is not None])
+
+
+def each_example(examples):
+    def decorate(test):
+        for accounts_lags in examples:
+            test = example(accounts_lags=accounts_lags)(test)
+        return test
+
+    return decorate
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(accounts_lags=ACCOUNTS_LAGS)
+@each_example(EMPTY_SETS + TIES)
+def test_python_aggregation_equals_the_reference(now, accounts_lags):
+    accounts = build_lags(accounts_lags, now)
+    start, end = now - timedelta(days=7), now
+
+    in_python = selectors._summaries_in_python(
+        claimed_handoffs_with_first_action(accounts=accounts, start=start, end=end)
+    )
+
+    for account, lags in zip(accounts, accounts_lags):
+        assert in_python.get(account.pk, selectors.EMPTY_SUMMARY) == reference_summary(lags)
+
+
 @pytest.mark.postgres_only
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    lags=st.lists(
-        st.one_of(st.none(), st.integers(min_value=1, max_value=3 * 86_400 * 1_000_000)),
-        max_size=25,
-    ),
-    duplicate=st.booleans(),
-)
-def test_sql_aggregation_equals_python_aggregation(now, lags, duplicate):
-    """The PostgreSQL path and the Python path agree exactly, ties and empty sets included."""
+@given(accounts_lags=ACCOUNTS_LAGS)
+@each_example(EMPTY_SETS + TIES)
+def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accounts_lags):
+    """The PostgreSQL path, the Python path and the reference agree exactly, ties and empty sets included."""
     assert connection.vendor == "postgresql"
-    account = AccountFactory()
-    if duplicate and lags:
-        lags = lags + lags[:3]
-    for index, lag in enumerate(lags):
-        claimed_handoff(
-            account,
-            claimed_at=now - timedelta(minutes=index + 1),
-            lag=None if lag is None else lag / 1_000_000,
-        )
-    queryset = claimed_handoffs_with_first_action(accounts=[account], start=now - timedelta(days=7), end=now)
+    accounts = build_lags(accounts_lags, now)
+    start, end = now - timedelta(days=7), now
+    account_ids = [account.pk for account in accounts]
 
-    in_sql = selectors._summaries_in_sql(queryset, connection)
-    in_python = selectors._summaries_in_python(queryset)
+    in_sql = selectors._summaries_in_sql(account_ids, start, end, connection)
+    in_python = selectors._summaries_in_python(
+        claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
+    )
 
-    assert in_sql == in_python
+    # The SQL path answers a row for every account asked, even one without handoffs.
+    assert set(in_sql) == set(account_ids)
+    for account, lags in zip(accounts, accounts_lags):
+        assert in_sql[account.pk] == in_python.get(account.pk, selectors.EMPTY_SUMMARY)
+        assert in_sql[account.pk] == reference_summary(lags)

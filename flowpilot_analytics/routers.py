@@ -1,0 +1,78 @@
+"""
+Send the metric's heavy reads to a read replica.
+
+Add ``"flowpilot_analytics.routers.AnalyticsReadRouter"`` to ``DATABASE_ROUTERS``
+and name the replica's alias in ``FLOWPILOT_ANALYTICS_DB_ALIAS``. Reads of the
+activity tables (sessions, steps, handoffs) then go to that alias: they are the
+rows the metric scans, and a few seconds of replication lag do not matter to a
+90-day figure. Accounts and memberships stay on the primary, so that who may
+read what is always decided on fresh data. Writes always go to the primary.
+
+Unset (or ``"default"``), the router expresses no opinion and Django's default
+routing applies. How this scales, with figures: docs/scaling.md.
+"""
+
+from django.conf import settings
+from django.core import checks
+
+from .models import AiSession, AiSessionStep, SessionHandoff
+
+SETTING = "FLOWPILOT_ANALYTICS_DB_ALIAS"
+PRIMARY = "default"
+REPLICATED_MODELS = (AiSession, AiSessionStep, SessionHandoff)
+
+
+def analytics_db_alias():
+    """The alias the activity tables are read from (``"default"`` unless configured)."""
+    return getattr(settings, SETTING, None) or PRIMARY
+
+
+class AnalyticsReadRouter:
+    """Reads of the activity tables from ``FLOWPILOT_ANALYTICS_DB_ALIAS``; everything else untouched."""
+
+    def db_for_read(self, model, **hints):
+        if model in REPLICATED_MODELS:
+            alias = analytics_db_alias()
+            if alias != PRIMARY:
+                return alias
+        return None
+
+    def allow_relation(self, obj1, obj2, **hints):
+        # A handoff read from the replica may point at an account read from the
+        # primary: both hold the same rows.
+        databases = {PRIMARY, analytics_db_alias()}
+        if obj1._state.db in databases and obj2._state.db in databases:
+            return True
+        return None
+
+    def allow_migrate(self, db, app_label, model_name=None, **hints):
+        # A streaming replica is read-only: its schema comes from the primary.
+        if db != PRIMARY and db == analytics_db_alias():
+            return False
+        return None
+
+
+@checks.register(checks.Tags.database)
+def check_analytics_db_alias(app_configs=None, **kwargs):
+    """``FLOWPILOT_ANALYTICS_DB_ALIAS`` must name a configured database, and the router be installed."""
+    alias = analytics_db_alias()
+    if alias == PRIMARY:
+        return []
+    errors = []
+    if alias not in settings.DATABASES:
+        errors.append(
+            checks.Error(
+                f"{SETTING} is {alias!r}, which is not a key of DATABASES.",
+                hint=f"Add the replica to DATABASES as {alias!r}, or unset {SETTING}.",
+                id="flowpilot_analytics.E101",
+            )
+        )
+    router_path = f"{AnalyticsReadRouter.__module__}.{AnalyticsReadRouter.__name__}"
+    if router_path not in settings.DATABASE_ROUTERS:
+        errors.append(
+            checks.Warning(
+                f"{SETTING} is set but {router_path} is not in DATABASE_ROUTERS: it has no effect.",
+                id="flowpilot_analytics.W101",
+            )
+        )
+    return errors
