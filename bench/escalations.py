@@ -557,10 +557,10 @@ def figures_of(source):
 
 def summary_figures(summary, *, start, end):
     from flowpilot_analytics.selectors import EscalationMetrics
+    from flowpilot_analytics.windows import Window
 
-    return figures_of(
-        EscalationMetrics.from_summary(summary, period=PERIOD, window_start=start, window_end=end)
-    )
+    window = Window(start=start, end=end, closed=True, period=PERIOD)
+    return figures_of(EscalationMetrics.from_summary(summary, window=window, now=end))
 
 
 def row_summary(row):

@@ -197,9 +197,14 @@ def build_lags(accounts_lags, now):
     return accounts
 
 
-def reference_summary(lags):
-    """The pure-Python reference: the contract applied straight to the generated lags."""
-    return summarize_lags(len(lags), [lag for lag in lags if lag is not None])
+def reference_summary(lags, now):
+    """The pure-Python reference: the contract applied straight to the generated lags (see build_lags)."""
+    waiting = [index for index, lag in enumerate(lags) if lag is None]
+    return summarize_lags(
+        len(lags),
+        [lag for lag in lags if lag is not None],
+        oldest_waiting_claimed_at=now - timedelta(minutes=max(waiting) + 1) if waiting else None,
+    )
 
 
 def each_example(examples):
@@ -223,7 +228,7 @@ def test_python_aggregation_equals_the_reference(now, accounts_lags):
     )
 
     for account, lags in zip(accounts, accounts_lags):
-        assert in_python.get(account.pk, selectors.EMPTY_SUMMARY) == reference_summary(lags)
+        assert in_python.get(account.pk, selectors.empty_summary()) == reference_summary(lags, now)
 
 
 @pytest.mark.postgres_only
@@ -245,5 +250,5 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     # The SQL path answers a row for every account asked, even one without handoffs.
     assert set(in_sql) == set(account_ids)
     for account, lags in zip(accounts, accounts_lags):
-        assert in_sql[account.pk] == in_python.get(account.pk, selectors.EMPTY_SUMMARY)
-        assert in_sql[account.pk] == reference_summary(lags)
+        assert in_sql[account.pk] == in_python.get(account.pk, selectors.empty_summary())
+        assert in_sql[account.pk] == reference_summary(lags, now)
