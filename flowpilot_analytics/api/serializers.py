@@ -1,7 +1,13 @@
+import math
+from datetime import date, datetime
+
 from drf_spectacular.utils import extend_schema_serializer
+from django.utils import timezone
 from rest_framework import serializers
 
 from ..periods import DEFAULT_PERIOD, PERIODS
+from ..stats import LAG_BUCKETS
+from ..windows import INTERVALS, MAX_WINDOW_DAYS, custom_window, window_for_period, zone
 
 ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 
@@ -9,9 +15,12 @@ ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 class SingleValueQuerySerializer(serializers.Serializer):
     """Validates query parameters, refusing any given more than once."""
 
-    def __init__(self, *, query_params, **kwargs):
-        data = {}
+    def __init__(self, *, query_params=None, **kwargs):
         self.repeated = []
+        if query_params is None:  # as the schema generator instantiates it
+            super().__init__(**kwargs)
+            return
+        data = {}
         for name in self.fields:
             values = query_params.getlist(name)
             if len(values) > 1:
@@ -34,24 +43,231 @@ class SingleValueQuerySerializer(serializers.Serializer):
         return f"Give {name} once."
 
 
-class EscalationMetricsInputSerializer(SingleValueQuerySerializer):
+class InstantField(serializers.CharField):
+    """An ISO 8601 date (``2026-03-01``) or date-time (``2026-03-01T08:00:00Z``, offset optional)."""
+
+    default_error_messages = {
+        "invalid": "Enter an ISO 8601 date (2026-03-01) or date-time (2026-03-01T08:00:00Z), not \"{input}\".",
+    }
+
+    def to_internal_value(self, data):
+        text = super().to_internal_value(data)
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text)
+            if "T" not in text and " " not in text:
+                raise ValueError(text)
+            return datetime.fromisoformat(text)
+        except ValueError:
+            self.fail("invalid", input=text)
+
+
+class WindowQuerySerializer(SingleValueQuerySerializer):
+    """The window of a report: ``period`` (ending now), or ``start`` and ``end``; and ``time_zone``.
+
+    ``validated_data["window"]`` is the :class:`~flowpilot_analytics.windows.Window`.
+    """
+
     period = serializers.ChoiceField(
         choices=PERIODS,
         default=DEFAULT_PERIOD,
+        help_text="The window ending now; not with start/end.",
         error_messages={
             "invalid_choice": f'"{{input}}" is not a valid period. Allowed values: {ALLOWED_PERIODS_TEXT}.'
         },
     )
+    start = InstantField(required=False, help_text="Inclusive; a date is local midnight in time_zone.")
+    end = InstantField(required=False, help_text="Exclusive; a date is local midnight in time_zone.")
+    time_zone = serializers.CharField(
+        required=False, default="UTC", help_text="IANA name; where days and weeks start."
+    )
+
+    def validate_time_zone(self, value):
+        try:
+            zone(value)
+        except ValueError:
+            raise serializers.ValidationError(
+                f'"{value}" is not an IANA time zone name (such as UTC or Europe/Paris).'
+            ) from None
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        has_start, has_end = "start" in attrs, "end" in attrs
+        if "period" in self.initial_data and (has_start or has_end):
+            raise serializers.ValidationError(
+                {"period": ["Give either period or start and end, not both."]}
+            )
+        if has_start != has_end:
+            missing = "end" if has_start else "start"
+            raise serializers.ValidationError({missing: ["Give start and end together."]})
+        if has_start:
+            try:
+                attrs["window"] = custom_window(attrs["start"], attrs["end"], time_zone=attrs["time_zone"])
+            except ValueError as error:
+                field, _, message = str(error).partition(": ")
+                raise serializers.ValidationError({field: [message[:1].upper() + message[1:] + "."]}) from None
+        else:
+            attrs["window"] = window_for_period(
+                attrs["period"], now=self.context.get("now") or timezone.now(), time_zone=attrs["time_zone"]
+            )
+        return attrs
 
 
-@extend_schema_serializer(component_name="EscalationMetrics")
-class EscalationMetricsOutputSerializer(serializers.Serializer):
-    """The seed schema ``EscalationMetrics``: fields may be added, never renamed or retyped."""
+def finite(value):
+    if not math.isfinite(value):
+        raise serializers.ValidationError("Must be a finite number.")
+    return value
 
-    period = serializers.ChoiceField(choices=PERIODS)
+
+class EscalationMetricsInputSerializer(WindowQuerySerializer):
+    target_seconds = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=MAX_WINDOW_DAYS * 86_400,
+        validators=[finite],
+        help_text="Adds the share of handoffs with action whose lag was at most this many seconds.",
+    )
+    compare = serializers.ChoiceField(
+        choices=["previous"],
+        required=False,
+        help_text="previous: add the figures of the equally long window just before, and the change.",
+    )
+
+
+class TrendQuerySerializer(WindowQuerySerializer):
+    interval = serializers.ChoiceField(choices=INTERVALS, default="day")
+
+
+class DistributionBucketSerializer(serializers.Serializer):
+    bucket = serializers.ChoiceField(choices=[key for key, _, _ in LAG_BUCKETS])
+    min_seconds = serializers.IntegerField(help_text="Inclusive.")
+    max_seconds = serializers.IntegerField(allow_null=True, help_text="Exclusive; null for the last bucket.")
+    count = serializers.IntegerField()
+
+
+class WindowOutputMixin(serializers.Serializer):
+    """Which window a response covers, and which timestamp places a handoff in it."""
+
+    window_start = serializers.DateTimeField(help_text="Inclusive.")
+    window_end = serializers.DateTimeField()
+    window_end_inclusive = serializers.BooleanField(
+        help_text="true for a period (ending now, included); false for start/end (end excluded)."
+    )
+    time_zone = serializers.CharField()
+    window_field = serializers.SerializerMethodField(help_text="The timestamp a window selects handoffs by.")
+
+    def get_window_field(self, obj) -> str:
+        return "claimed_at"
+
+
+class FiguresSerializer(serializers.Serializer):
+    """The contract's figures of a set of claimed handoffs (the seed schema's, unchanged)."""
+
     n_handoffs_claimed = serializers.IntegerField()
     n_handoffs_with_action = serializers.IntegerField()
     avg_seconds_to_first_action = serializers.FloatField(allow_null=True)
     median_seconds_to_first_action = serializers.FloatField(allow_null=True)
     p95_seconds_to_first_action = serializers.FloatField(allow_null=True)
+
+
+class FullFiguresSerializer(FiguresSerializer):
+    """Every figure of a window: the contract's, the wider distribution, coverage and target."""
+
+    p75_seconds_to_first_action = serializers.FloatField(allow_null=True)
+    p90_seconds_to_first_action = serializers.FloatField(allow_null=True)
+    max_seconds_to_first_action = serializers.FloatField(allow_null=True)
+    n_handoffs_without_action = serializers.IntegerField(help_text="Claimed, with no step after the claim yet.")
+    action_rate = serializers.FloatField(
+        allow_null=True, help_text="n_handoffs_with_action / n_handoffs_claimed (0..1); null when none claimed."
+    )
+    oldest_waiting_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="Age now of the oldest claimed handoff of the window still without action; null when none.",
+    )
+    distribution = DistributionBucketSerializer(many=True, help_text="Counts per fixed lag bucket.")
+    target_seconds = serializers.FloatField(allow_null=True)
+    n_handoffs_within_target = serializers.IntegerField(allow_null=True)
+    within_target_rate = serializers.FloatField(
+        allow_null=True,
+        help_text="Share of handoffs with action whose lag was at most target_seconds; null without target.",
+    )
+
+
+COMPARED_FIGURES = (
+    "n_handoffs_claimed",
+    "n_handoffs_with_action",
+    "n_handoffs_without_action",
+    "action_rate",
+    "avg_seconds_to_first_action",
+    "median_seconds_to_first_action",
+    "p75_seconds_to_first_action",
+    "p90_seconds_to_first_action",
+    "p95_seconds_to_first_action",
+    "max_seconds_to_first_action",
+    "within_target_rate",
+)
+
+
+RATE_FIGURES = {"action_rate", "within_target_rate"}
+
+
+def figure_changes(current, previous):
+    """Current minus previous for each compared figure; null when either is null."""
+    changes = {}
+    for name in COMPARED_FIGURES:
+        now_value, before = getattr(current, name), getattr(previous, name)
+        if now_value is None or before is None:
+            changes[name] = None
+        elif isinstance(now_value, int):
+            changes[name] = now_value - before
+        else:
+            changes[name] = round(now_value - before, 4 if name in RATE_FIGURES else 3)
+    return changes
+
+
+class PreviousWindowSerializer(WindowOutputMixin, FullFiguresSerializer):
+    """The same figures over the equally long window just before (half-open, ending where the window starts)."""
+
+
+ChangeSerializer = type(
+    "ChangeSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "Current minus previous, per figure; null when either is null.",
+        **{
+            name: (
+                serializers.IntegerField(allow_null=True)
+                if name.startswith("n_")
+                else serializers.FloatField(allow_null=True)
+            )
+            for name in COMPARED_FIGURES
+        },
+    },
+)
+
+
+@extend_schema_serializer(component_name="EscalationMetrics")
+class EscalationMetricsOutputSerializer(WindowOutputMixin, FullFiguresSerializer):
+    """The seed schema ``EscalationMetrics``: fields may be added, never renamed or retyped."""
+
+    period = serializers.ChoiceField(
+        choices=[*PERIODS, "custom"], help_text="The period asked for, or custom for start/end."
+    )
+    metric_definition = serializers.CharField()
+    previous = PreviousWindowSerializer(
+        required=False, help_text="With compare=previous: the equally long window just before."
+    )
+    change = ChangeSerializer(required=False, help_text="With compare=previous: current minus previous.")
+
+
+class TrendBucketSerializer(FiguresSerializer):
+    range_start = serializers.DateTimeField(help_text="Local midnight (of a day, or of a week's Monday).")
+    range_end = serializers.DateTimeField(help_text="Exclusive.")
+
+
+class EscalationTrendOutputSerializer(WindowOutputMixin, serializers.Serializer):
+    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
+    interval = serializers.ChoiceField(choices=INTERVALS)
+    buckets = TrendBucketSerializer(many=True, help_text="Every day or week of the window, empty ones included.")
     metric_definition = serializers.CharField()

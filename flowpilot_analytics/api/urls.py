@@ -1,9 +1,10 @@
 from django.urls import path
 
-from .views import EscalationMetricsApi
+from .views import EscalationMetricsApi, EscalationTrendApi
 
 app_name = "flowpilot_analytics"
 
 urlpatterns = [
     path("escalations", EscalationMetricsApi.as_view(), name="escalation-metrics"),
+    path("escalations/trend", EscalationTrendApi.as_view(), name="escalation-trend"),
 ]

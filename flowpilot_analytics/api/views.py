@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException
@@ -9,11 +10,21 @@ from rest_framework.views import APIView
 
 from .. import rls
 from ..models import Membership
-from ..periods import DEFAULT_PERIOD, PERIODS
-from ..selectors import escalation_metrics
+from ..constants import METRIC_DEFINITION
+from ..selectors import empty_metrics, escalation_metrics, escalation_metrics_grouped, handoffs_in_window
+from ..windows import bucket_edges, zone
 from . import schema
 from .permissions import HasAccountRole
-from .serializers import EscalationMetricsInputSerializer, EscalationMetricsOutputSerializer
+from .serializers import (
+    EscalationMetricsInputSerializer,
+    EscalationMetricsOutputSerializer,
+    EscalationTrendOutputSerializer,
+    FiguresSerializer,
+    PreviousWindowSerializer,
+    TrendQuerySerializer,
+    WindowQuerySerializer,
+    figure_changes,
+)
 from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
 
@@ -85,33 +96,21 @@ class AccountScopedApi(APIView):
         return super().handle_exception(exc)
 
 
-class EscalationMetricsApi(AccountScopedApi):
-    """Post-claim activity lag of the account's escalated sessions.
+ACCOUNT_PARAMETER = OpenApiParameter(
+    ACCOUNT_PARAM,
+    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
+    description="The account's id. Needed only when you are a member of several accounts.",
+)
 
-    Seconds from a handoff's claim to the first step of the same session created
-    strictly after it; NOT minutes recovered by the handoff. `period` is one of
-    7d, 30d (default) or 90d; `account` is needed when you belong to several.
-    """
 
-    @extend_schema(
-        operation_id="escalation_metrics",
-        summary="Post-claim activity lag of one account's escalations",
-        parameters=[
-            OpenApiParameter(
-                "period",
-                str,
-                enum=list(PERIODS),
-                default=DEFAULT_PERIOD,
-                description="The window ending now: the last 7, 30 or 90 days.",
-            ),
-            OpenApiParameter(
-                ACCOUNT_PARAM,
-                {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
-                description="The account's id. Needed only when you are a member of several accounts.",
-            ),
-        ],
+def analytics_schema(*, operation_id, summary, query, ok, ok_description=schema.OK):
+    """The OpenAPI description of an analytics endpoint: its query parameters and every answer."""
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        parameters=[query, ACCOUNT_PARAMETER],
         responses={
-            200: OpenApiResponse(EscalationMetricsOutputSerializer, description=schema.OK),
+            200: OpenApiResponse(ok, description=ok_description),
             400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
             401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
             403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
@@ -120,8 +119,105 @@ class EscalationMetricsApi(AccountScopedApi):
             503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
         },
     )
-    def get(self, request):
-        params = EscalationMetricsInputSerializer(query_params=request.query_params)
+
+
+class WindowedApi(AccountScopedApi):
+    """An analytics endpoint over a window (``period``, or ``start``/``end``, and ``time_zone``)."""
+
+    query_serializer_class = WindowQuerySerializer
+
+    def query(self, request):
+        """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window."""
+        self.now = timezone.now()
+        params = self.query_serializer_class(query_params=request.query_params, context={"now": self.now})
         params.is_valid(raise_exception=True)
-        metrics = escalation_metrics(account=self.account, period=params.validated_data["period"])
-        return Response(EscalationMetricsOutputSerializer(metrics).data)
+        return params.validated_data
+
+    def respond(self, data, *, window):
+        # Instants are rendered in the caller's time zone, e.g. 2026-03-29T00:00:00+01:00.
+        with timezone.override(zone(window.time_zone)):
+            return Response(data() if callable(data) else data)
+
+
+class EscalationMetricsApi(WindowedApi):
+    """Post-claim activity lag of the account's escalated sessions.
+
+    Seconds from a handoff's claim to the first step of the same session created
+    strictly after it; NOT minutes recovered by the handoff. The window is
+    `period` (7d, 30d (default) or 90d, ending now) or `start`/`end`;
+    `account` is needed when you belong to several.
+    """
+
+    query_serializer_class = EscalationMetricsInputSerializer
+
+    @analytics_schema(
+        operation_id="escalation_metrics",
+        summary="Post-claim activity lag of one account's escalations",
+        query=EscalationMetricsInputSerializer,
+        ok=EscalationMetricsOutputSerializer,
+        ok_description=schema.OK + " `previous` and `change` only with compare=previous.",
+    )
+    def get(self, request):
+        params = self.query(request)
+        window, target = params["window"], params.get("target_seconds")
+        metrics = escalation_metrics(account=self.account, window=window, now=self.now, target_seconds=target)
+
+        def data():
+            body = EscalationMetricsOutputSerializer(metrics).data
+            if params.get("compare") == "previous":
+                previous = escalation_metrics(
+                    account=self.account, window=window.previous(), now=self.now, target_seconds=target
+                )
+                body["previous"] = PreviousWindowSerializer(previous).data
+                body["change"] = figure_changes(metrics, previous)
+            return body
+
+        return self.respond(data, window=window)
+
+
+class EscalationTrendApi(WindowedApi):
+    """The escalation figures per day or week of the window, in the caller's time zone.
+
+    Every bucket of the window is present, empty ones with zero counts and null
+    statistics; the buckets' counts add up to the summary's over the same window.
+    """
+
+    query_serializer_class = TrendQuerySerializer
+
+    @analytics_schema(
+        operation_id="escalation_trend",
+        summary="Post-claim activity lag per day or week",
+        query=TrendQuerySerializer,
+        ok=EscalationTrendOutputSerializer,
+        ok_description="One row per day or week of the window, oldest first.",
+    )
+    def get(self, request):
+        params = self.query(request)
+        window = params["window"]
+        edges = bucket_edges(window, params["interval"])
+        by_bucket = escalation_metrics_grouped(
+            handoffs=handoffs_in_window(account=self.account, window=window),
+            window=window,
+            now=self.now,
+            bucket_edges=edges,
+        )
+        empty = empty_metrics(window=window, now=self.now)
+        buckets = [
+            {"range_start": start, "range_end": end, **_figures(by_bucket.get(index, empty))}
+            for index, (start, end) in enumerate(zip(edges, edges[1:]))
+        ]
+        trend = {
+            "period": window.period or "custom",
+            "window_start": window.start,
+            "window_end": window.end,
+            "window_end_inclusive": window.closed,
+            "time_zone": window.time_zone,
+            "interval": params["interval"],
+            "buckets": buckets,
+            "metric_definition": METRIC_DEFINITION,
+        }
+        return self.respond(lambda: EscalationTrendOutputSerializer(trend).data, window=window)
+
+
+def _figures(metrics):
+    return {name: getattr(metrics, name) for name in FiguresSerializer().fields}

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q
 from django.utils import timezone
 
-from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
+from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer, FiguresSerializer
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.models import Account
@@ -17,8 +17,8 @@ PROGRESS_MIN_ACCOUNTS = 20
 
 
 def report_fields():
-    """The columns of a report: the account, then the API's fields in the API's order."""
-    return ["account", "account_id", *EscalationMetricsOutputSerializer().fields]
+    """The columns of a report: the account, then the API's seed-schema fields, in its order."""
+    return ["account", "account_id", "period", *FiguresSerializer().fields, "metric_definition"]
 
 
 def accounts_from_identifiers(identifiers):
@@ -111,14 +111,12 @@ class Command(BaseCommand):
             metrics = escalation_metrics_by_account(
                 accounts=[account.pk for account in selected], period=period, now=now
             )
-        rows = [
-            {
-                "account": account.slug,
-                "account_id": account.pk,
-                **EscalationMetricsOutputSerializer(metrics[account.pk]).data,
-            }
-            for account in selected
-        ]
+        fields = report_fields()
+        rows = []
+        for account in selected:
+            row = {"account": account.slug, "account_id": account.pk}
+            row.update(EscalationMetricsOutputSerializer(metrics[account.pk]).data)
+            rows.append({name: row[name] for name in fields})
         text = self.render(rows, output_format=output_format, period=period, now=now)
 
         if output is None:
