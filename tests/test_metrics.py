@@ -15,6 +15,7 @@ from flowpilot_analytics.factories import (
     AiSessionFactory,
     AiSessionStepFactory,
     SessionHandoffFactory,
+    UserFactory,
 )
 from flowpilot_analytics.selectors import (
     claimed_handoffs_with_first_action,
@@ -22,6 +23,7 @@ from flowpilot_analytics.selectors import (
     escalation_metrics_by_account,
 )
 from flowpilot_analytics.stats import summarize_lags
+from flowpilot_analytics.windows import bucket_edges, custom_window
 from tests.builders import claimed_handoff, step
 
 pytestmark = pytest.mark.django_db
@@ -252,3 +254,35 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     for account, lags in zip(accounts, accounts_lags):
         assert in_sql[account.pk] == in_python.get(account.pk, selectors.empty_summary())
         assert in_sql[account.pk] == reference_summary(lags, now)
+
+
+@pytest.mark.postgres_only
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lags=st.lists(st.one_of(st.none(), st.integers(min_value=1, max_value=10**11)), max_size=25),
+    target=st.one_of(st.none(), st.integers(min_value=0, max_value=10**11)),
+)
+def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, target):
+    """Trend buckets and per-claimer groups: the same figures from SQL and from Python."""
+    assert connection.vendor == "postgresql"
+    account = AccountFactory()
+    claimers = [None, UserFactory(), UserFactory()]
+    for index, lag in enumerate(lags):
+        handoff = claimed_handoff(
+            account, claimed_at=now - timedelta(hours=index * 7 + 1), claimed_by=claimers[index % 3]
+        )
+        if lag is not None:
+            step(handoff.session, handoff.claimed_at + timedelta(microseconds=lag))
+    window = custom_window(now - timedelta(days=9), now)
+    handoffs = selectors.handoffs_in_window(account=account, window=window)
+    target_us = None if target is None else target
+
+    for grouping in (
+        selectors._Grouping(bucket_edges=tuple(bucket_edges(window, "day"))),
+        selectors._Grouping(field="claimed_by_id"),
+        selectors._Grouping(),
+    ):
+        in_sql = selectors._grouped_in_sql(handoffs, grouping, target_us, connection)
+        in_python = selectors._grouped_in_python(handoffs, grouping, target_us)
+        assert in_sql == in_python
+        assert sum(summary.n_handoffs_claimed for summary in in_sql.values()) == len(lags)

@@ -146,8 +146,21 @@ class DistributionBucketSerializer(serializers.Serializer):
     count = serializers.IntegerField()
 
 
-class WindowOutputMixin(serializers.Serializer):
+class LeadingFieldsMixin:
+    """Renders ``leading_fields`` first, whatever the order the base classes declare them in."""
+
+    leading_fields = ()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        return {name: fields.pop(name) for name in self.leading_fields if name in fields} | fields
+
+
+class WindowOutputMixin(LeadingFieldsMixin, serializers.Serializer):
     """Which window a response covers, and which timestamp places a handoff in it."""
+
+    # The period first, as in the seed schema, then the window, then the figures.
+    leading_fields = ("period",)
 
     window_start = serializers.DateTimeField(help_text="Inclusive.")
     window_end = serializers.DateTimeField()
@@ -261,7 +274,8 @@ class EscalationMetricsOutputSerializer(WindowOutputMixin, FullFiguresSerializer
     change = ChangeSerializer(required=False, help_text="With compare=previous: current minus previous.")
 
 
-class TrendBucketSerializer(FiguresSerializer):
+class TrendBucketSerializer(LeadingFieldsMixin, FiguresSerializer):
+    leading_fields = ("range_start", "range_end")
     range_start = serializers.DateTimeField(help_text="Local midnight (of a day, or of a week's Monday).")
     range_end = serializers.DateTimeField(help_text="Exclusive.")
 
