@@ -50,22 +50,36 @@ CROSS_NAIVE_ROUNDS = {"naive Python": 2}
 # Session settings an analytics connection (or replica role) may carry; shown for information.
 TUNED_SESSION = {"jit": "off", "work_mem": "'32MB'"}
 
-# The best shape we know, written by hand: the probe as a LATERAL join.
-BEST_SQL = """
-SELECT h.account_id, count(*), count(f.lag_us), sum(f.lag_us),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY f.lag_us),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY f.lag_us)
-FROM session_handoff h
-LEFT JOIN LATERAL (
-    SELECT round(date_part('epoch', s.created_at - h.claimed_at) * 1000000)::bigint AS lag_us
-    FROM ai_session_step s
-    WHERE s.account_id = h.account_id AND s.session_id = h.session_id AND s.created_at > h.claimed_at
-    ORDER BY s.created_at
-    LIMIT 1
-) f ON true
-WHERE h.account_id = ANY(%(accounts)s) AND h.claimed_at >= %(start)s AND h.claimed_at <= %(end)s
-GROUP BY h.account_id
+# The best shape we know, written by hand: the probe as a LATERAL join, then the
+# same aggregates as the endpoint (every figure of the summary, not only the
+# contract's five), so that the two do the same work.
+def best_sql():
+    from flowpilot_analytics.selectors import _AGGREGATES_SQL
+
+    return (
+        "SELECT account_id, "
+        + _AGGREGATES_SQL
+        + """
+FROM (
+    SELECT h.account_id, h.claimed_at, f.lag_us
+    FROM session_handoff h
+    LEFT JOIN LATERAL (
+        SELECT round(date_part('epoch', s.created_at - h.claimed_at) * 1000000)::bigint AS lag_us
+        FROM ai_session_step s
+        WHERE s.account_id = h.account_id AND s.session_id = h.session_id AND s.created_at > h.claimed_at
+        ORDER BY s.created_at
+        LIMIT 1
+    ) f ON true
+    WHERE h.account_id = ANY(%s) AND h.claimed_at >= %s AND h.claimed_at <= %s
+) AS lags
+GROUP BY account_id
 """
+    )
+
+
+def best_params(account_ids, start, end):
+    return (None, list(account_ids), start, end)  # no target; then the handoffs' filter
+
 
 # Earlier shapes of the endpoint's statement, kept to show what the current one avoids.
 # The first version: the ORM queryset in a MATERIALIZED CTE (every row spilled to
@@ -264,7 +278,7 @@ class Bench:
 
         def best():
             with connection.cursor() as cursor:
-                cursor.execute(BEST_SQL, {"accounts": account_ids, "start": self.start, "end": self.end})
+                cursor.execute(best_sql(), best_params(account_ids, self.start, self.end))
                 rows = cursor.fetchall()
             return pick(
                 single, account_ids, {row[0]: summary_figures(row_summary(row[1:]), **window) for row in rows}
@@ -425,7 +439,7 @@ class Bench:
                         account_ids=ids, start=self.start, end=self.end, connection=connection
                     )
                 else:
-                    sql, params = BEST_SQL, {"accounts": ids, "start": self.start, "end": self.end}
+                    sql, params = best_sql(), best_params(ids, self.start, self.end)
                 cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
                 plans.append((title, "\n".join(row[0] for row in cursor.fetchall())))
         return plans
@@ -564,16 +578,27 @@ def summary_figures(summary, *, start, end):
 
 
 def row_summary(row):
-    """A ``LagSummary`` from the best shape's row, converted as the selector converts its own."""
+    """A ``LagSummary`` from a hand-written statement's row, converted as the selector converts its own.
+
+    The endpoint's and the best shape's rows carry every aggregate; the earlier
+    CTE shape's only the contract's five figures.
+    """
     from flowpilot_analytics.stats import LagSummary, mean_seconds, to_seconds
 
-    n_claimed, n_with_action, total_us, p50_us, p95_us = row
-    return LagSummary(
-        n_claimed,
-        n_with_action,
-        mean_seconds(total_us, n_with_action),
-        to_seconds(p50_us),
-        to_seconds(p95_us),
+    if len(row) == 5:
+        n_claimed, n_with_action, total_us, p50_us, p95_us = row
+        return LagSummary(
+            n_claimed, n_with_action, mean_seconds(total_us, n_with_action), to_seconds(p50_us), to_seconds(p95_us)
+        )
+    n_claimed, n_with_action, total_us, percentiles_us, max_us, buckets, _, oldest = row
+    return LagSummary.from_aggregates(
+        n_claimed=n_claimed,
+        n_with_action=n_with_action,
+        total_us=total_us,
+        percentiles_us=percentiles_us,
+        max_us=max_us,
+        bucket_counts=buckets,
+        oldest_waiting_claimed_at=oldest,
     )
 
 
