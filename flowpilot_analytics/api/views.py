@@ -147,7 +147,7 @@ class WindowedApi(AccountScopedApi):
     """An analytics endpoint over a window (``period``, or ``start``/``end``, and ``time_zone``).
 
     It answers JSON, or CSV with ``format=csv`` or ``Accept: text/csv``
-    (:mod:`flowpilot_analytics.api.renderers`); errors are JSON either way.
+    (:mod:`flowpilot_analytics.api.renderers`); an error asked for as CSV is JSON.
     """
 
     query_serializer_class = WindowQuerySerializer
@@ -173,8 +173,9 @@ class WindowedApi(AccountScopedApi):
             raise ValidationError({"format": ["Allowed values: json, csv."]}) from None
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if isinstance(response, Response) and response.status_code >= 400:
-            # An error is a JSON body whatever was asked for, as the schema documents.
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(response, Response) and response.status_code >= 400 and isinstance(renderer, CsvRenderer):
+            # An error asked for as CSV is a JSON body, as the schema documents.
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
 
@@ -267,11 +268,7 @@ class EscalationTrendApi(WindowedApi):
             for index, (start, end) in enumerate(zip(edges, edges[1:]))
         ]
         trend = {
-            "period": window.period or "custom",
-            "window_start": window.start,
-            "window_end": window.end,
-            "window_end_inclusive": window.closed,
-            "time_zone": window.time_zone,
+            **window_fields(window),
             "interval": params["interval"],
             "buckets": buckets,
             "metric_definition": METRIC_DEFINITION,
@@ -322,11 +319,7 @@ class EscalationsByEngineerApi(ClaimerScopedApi):
             account=self.account, window=window, now=self.now, claimed_by=self.claimer(request, params)
         )
         body = {
-            "period": window.period or "custom",
-            "window_start": window.start,
-            "window_end": window.end,
-            "window_end_inclusive": window.closed,
-            "time_zone": window.time_zone,
+            **window_fields(window),
             "engineers": [
                 {"engineer_id": key, "engineer_name": name, **_full_figures(metrics)} for key, name, metrics in rows
             ],
@@ -368,14 +361,7 @@ class EscalationHandoffsApi(ClaimerScopedApi):
         if cursor is not None:
             handoffs = handoffs.filter(after_cursor(cursor))
         handoffs = handoffs.order_by(*order_by(ordering))
-        envelope = {
-            "period": window.period or "custom",
-            "window_start": window.start,
-            "window_end": window.end,
-            "window_end_inclusive": window.closed,
-            "time_zone": window.time_zone,
-            "ordering": ordering,
-        }
+        envelope = {**window_fields(window), "ordering": ordering}
         if self.wants_csv(request):
             # Fetched here, inside the request's transaction (RLS is bound to it);
             # only the rendering is streamed, after the view has returned.
@@ -413,6 +399,17 @@ class EscalationHandoffsApi(ClaimerScopedApi):
         response = StreamingHttpResponse(lines(), content_type=f"{CsvRenderer.media_type}; charset=utf-8")
         response["Content-Disposition"] = self.csv_disposition()
         return response
+
+
+def window_fields(window):
+    """Which window a list response covers (``WindowOutputMixin``'s fields, and the period)."""
+    return {
+        "period": window.period or "custom",
+        "window_start": window.start,
+        "window_end": window.end,
+        "window_end_inclusive": window.closed,
+        "time_zone": window.time_zone,
+    }
 
 
 def _full_figures(metrics):
