@@ -53,13 +53,13 @@ def observed_metrics(monkeypatch):
     """The view's metric, recording the statement_timeout it runs under, after an optional pg_sleep."""
     seen = {"timeouts": [], "sleep": 0}
 
-    def metrics(*, account, period):
+    def metrics(*, account, **window):
         with connection.cursor() as cursor:
             cursor.execute("SHOW statement_timeout")
             seen["timeouts"].append(cursor.fetchone()[0])
             if seen["sleep"]:
                 cursor.execute("SELECT pg_sleep(%s)", [seen["sleep"]])
-        return escalation_metrics(account=account, period=period)
+        return escalation_metrics(account=account, **window)
 
     monkeypatch.setattr(views, "escalation_metrics", metrics)
     return seen

@@ -146,9 +146,9 @@ def test_the_endpoint_with_a_wrong_account_bug_returns_nothing_of_the_other_tena
     engineer = Membership.objects.get(account=account).user
     api_client.force_authenticate(engineer)
 
-    def buggy_metrics(*, account, period):
+    def buggy_metrics(*, account, **window):
         """A regression: the view computes the figures of an account taken from the wrong place."""
-        return escalation_metrics(account=other_account, period=period)
+        return escalation_metrics(account=other_account, **window)
 
     monkeypatch.setattr(views, "escalation_metrics", buggy_metrics)
     # As a superuser the bug leaks B's three handoffs: the test can see a leak.
