@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from django.db.models import F, Q
 
 from ..stats import lag_microseconds
-from .serializers import HANDOFF_ORDERINGS
+
+HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from ..periods import DEFAULT_PERIOD, PERIODS
 from ..selectors import DELETED_CLAIMER, DELETED_CLAIMER_NAME
 from ..stats import LAG_BUCKETS
 from ..windows import INTERVALS, MAX_WINDOW_DAYS, custom_window, window_for_period, zone
+from .pagination import HANDOFF_ORDERINGS, Cursor
 
 ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 
@@ -324,7 +325,6 @@ class EscalationsByEngineerOutputSerializer(WindowOutputMixin, serializers.Seria
     metric_definition = serializers.CharField()
 
 
-HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -344,8 +344,6 @@ class HandoffsQuerySerializer(ClaimerQuerySerializer):
     )
 
     def validate_cursor(self, value):
-        from .pagination import Cursor
-
         try:
             return Cursor.decode(value)
         except ValueError:
