@@ -28,8 +28,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.models import BigIntegerField, OuterRef, Subquery
+from django.db.models import BigIntegerField, DurationField, ExpressionWrapper, F, OuterRef, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -43,6 +44,7 @@ from .stats import (
     LagSummary,
     lag_microseconds,
     summarize_lags,
+    to_seconds,
 )
 from .windows import Window, window_for_period
 
@@ -210,6 +212,103 @@ def empty_metrics(*, window, now=None, target_seconds=None):
         now=now or timezone.now(),
         target_seconds=target_seconds,
     )
+
+
+# --- Per claimer, and the handoffs themselves ------------------------------------------
+
+DELETED_CLAIMER = "deleted"
+DELETED_CLAIMER_NAME = "(deleted user)"
+
+
+def handoffs_of_claimer(handoffs, claimed_by):
+    """``handoffs`` narrowed to one claimer: a user id, ``"deleted"`` (claimer NULL), or ``None`` (all)."""
+    if claimed_by is None:
+        return handoffs
+    if claimed_by == DELETED_CLAIMER:
+        return handoffs.filter(claimed_by__isnull=True)
+    return handoffs.filter(claimed_by_id=claimed_by)
+
+
+def claimer_name(first_name, last_name, username):
+    """As ``User.get_full_name()``, else the username; the deleted-claimer label without a user."""
+    if username is None:
+        return DELETED_CLAIMER_NAME
+    return f"{first_name} {last_name}".strip() or username
+
+
+def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None):
+    """Each claimer's figures over the window: ``[(user id or None, display name, EscalationMetrics)]``.
+
+    Two queries whatever the number of claimers: the grouped figures, then the
+    claimers' names. Claimers without handoffs in the window are absent, except
+    ``claimed_by`` when it names an existing user (zero counts). Sorted by name;
+    the deleted claimers (one row, id ``None``) last.
+    """
+    now = now or timezone.now()
+    handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
+    grouped = escalation_metrics_grouped(handoffs=handoffs, window=window, now=now, field="claimed_by_id")
+    wanted = {key for key in grouped if key is not None}
+    if isinstance(claimed_by, int):
+        wanted.add(claimed_by)
+    names = {
+        pk: claimer_name(first, last, username)
+        for pk, first, last, username in get_user_model()
+        .objects.filter(pk__in=wanted)
+        .values_list("pk", "first_name", "last_name", "username")
+    }
+    if isinstance(claimed_by, int) and claimed_by in names:
+        grouped.setdefault(claimed_by, empty_metrics(window=window, now=now))
+    rows = [
+        (key, names[key] if key is not None else DELETED_CLAIMER_NAME, metrics)
+        for key, metrics in grouped.items()
+        if key is None or key in names
+    ]
+    return sorted(rows, key=lambda row: (row[0] is None, row[1].casefold(), row[0] or 0))
+
+
+def handoffs_with_lag(*, account, window):
+    """:func:`handoffs_in_window` annotated ``lag`` (``first_action_at - claimed_at``, NULL without action).
+
+    ``lag`` is for ordering and paging in SQL only: it is positive (the first
+    action is strictly after the claim) so it orders exactly as the floored lag
+    of :func:`handoff_rows`, which is the one the figures use.
+    """
+    return handoffs_in_window(account=account, window=window).annotate(
+        lag=ExpressionWrapper(F("first_action_at") - F("claimed_at"), output_field=DurationField())
+    )
+
+
+HANDOFF_ROW_COLUMNS = (
+    "id",
+    "session_id",
+    "claimed_at",
+    "claimed_by_id",
+    "claimed_by__first_name",
+    "claimed_by__last_name",
+    "claimed_by__username",
+    "first_action_at",
+)
+
+
+def handoff_rows(handoffs):
+    """The rows of ``handoffs`` (one query, the claimer joined): dicts with the claimer's name and the lag.
+
+    ``seconds_to_first_action`` is :func:`~flowpilot_analytics.stats.lag_microseconds`
+    rounded by :func:`~flowpilot_analytics.stats.to_seconds`: the same integers
+    the summary's statistics are taken over.
+    """
+    for row in handoffs.values(*HANDOFF_ROW_COLUMNS):
+        yield {
+            "id": row["id"],
+            "session_id": row["session_id"],
+            "claimed_at": row["claimed_at"],
+            "claimed_by_id": row["claimed_by_id"],
+            "claimed_by_name": claimer_name(
+                row["claimed_by__first_name"], row["claimed_by__last_name"], row["claimed_by__username"]
+            ),
+            "first_action_at": row["first_action_at"],
+            "seconds_to_first_action": to_seconds(lag_microseconds(row["claimed_at"], row["first_action_at"])),
+        }
 
 
 def _account_id(account):

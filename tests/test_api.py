@@ -246,3 +246,13 @@ def test_browsable_api_renders_outside_any_test_transaction(client, member):
     page = client.get(URL, {"period": "7d"}, HTTP_ACCEPT="text/html")
     assert page.status_code == 200
     assert "n_handoffs_claimed" in page.content.decode()
+
+
+@pytest.mark.parametrize("path", ["", "/trend", "/by-engineer", "/handoffs"])
+def test_the_browsable_apis_format_links_work(client, member, path):
+    """The browsable API offers ?format=json and ?format=api on every page."""
+    client.force_login(member(Membership.Role.ADMIN))
+    html = client.get(URL + path, {"format": "api"})
+    assert html.status_code == 200
+    assert html["Content-Type"].startswith("text/html")
+    assert client.get(URL + path, {"format": "json"})["Content-Type"] == "application/json"

@@ -372,3 +372,32 @@ def test_the_admin_widget_as_the_app_role_shows_every_accounts_figures(two_tenan
     shown = {row.account.pk: row for row in page.context["escalation_summary"].accounts}
     assert shown[account.pk].for_period("7d").n_handoffs_claimed == 2
     assert shown[other_account.pk].for_period("7d").n_handoffs_claimed == 3
+
+
+def test_the_per_engineer_and_drill_down_endpoints_show_only_the_bound_accounts_rows(
+    two_tenants, api_client, become_app_role, monkeypatch, member
+):
+    account, other_account = two_tenants
+    api_client.force_authenticate(member(Membership.Role.ADMIN, account=account))
+    own_ids = set(SessionHandoff.objects.filter(account=account).values_list("pk", flat=True))
+    real_handoffs_with_lag = views.handoffs_with_lag
+
+    def buggy_handoffs(*, account, window):
+        """A regression: the drill-down reads the handoffs of an account taken from the wrong place."""
+        return real_handoffs_with_lag(account=other_account, window=window)
+
+    monkeypatch.setattr(views, "handoffs_with_lag", buggy_handoffs)
+    # As a superuser the bug leaks B's three handoffs: the test can see a leak.
+    assert len(api_client.get(URL + "/handoffs", {"period": "7d"}).json()["results"]) == 3
+    monkeypatch.undo()
+
+    become_app_role()
+    rows = api_client.get(URL + "/handoffs", {"period": "7d"}).json()["results"]
+    assert {row["handoff_id"] for row in rows} == own_ids
+    engineers = api_client.get(URL + "/by-engineer", {"period": "7d"}).json()["engineers"]
+    assert sum(row["n_handoffs_claimed"] for row in engineers) == 2
+    csv_lines = b"".join(api_client.get(URL + "/handoffs", {"format": "csv"}).streaming_content).splitlines()
+    assert len(csv_lines) == 1 + 2
+
+    monkeypatch.setattr(views, "handoffs_with_lag", buggy_handoffs)
+    assert api_client.get(URL + "/handoffs", {"period": "7d"}).json()["results"] == []

@@ -6,8 +6,10 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from ..periods import DEFAULT_PERIOD, PERIODS
+from ..selectors import DELETED_CLAIMER, DELETED_CLAIMER_NAME
 from ..stats import LAG_BUCKETS
 from ..windows import INTERVALS, MAX_WINDOW_DAYS, custom_window, window_for_period, zone
+from .pagination import HANDOFF_ORDERINGS, Cursor
 
 ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 
@@ -62,6 +64,17 @@ class InstantField(serializers.CharField):
             self.fail("invalid", input=text)
 
 
+class FormatField(serializers.ChoiceField):
+    """DRF's ``format`` override: the documented choices, and ``api``, the browsable API's own links."""
+
+    BROWSABLE = "api"
+
+    def to_internal_value(self, data):
+        if data == self.BROWSABLE:
+            return data
+        return super().to_internal_value(data)
+
+
 class WindowQuerySerializer(SingleValueQuerySerializer):
     """The window of a report: ``period`` (ending now), or ``start`` and ``end``; and ``time_zone``.
 
@@ -80,6 +93,12 @@ class WindowQuerySerializer(SingleValueQuerySerializer):
     end = InstantField(required=False, help_text="Exclusive; a date is local midnight in time_zone.")
     time_zone = serializers.CharField(
         required=False, default="UTC", help_text="IANA name; where days and weeks start."
+    )
+    # DRF's URL_FORMAT_OVERRIDE, read by content negotiation; declared so it is documented and given once.
+    format = FormatField(
+        choices=["json", "csv"],
+        required=False,
+        help_text="csv: the same fields as a CSV file (or Accept: text/csv).",
     )
 
     def validate_time_zone(self, value):
@@ -284,4 +303,107 @@ class EscalationTrendOutputSerializer(WindowOutputMixin, serializers.Serializer)
     period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
     interval = serializers.ChoiceField(choices=INTERVALS)
     buckets = TrendBucketSerializer(many=True, help_text="Every day or week of the window, empty ones included.")
+    metric_definition = serializers.CharField()
+
+
+# --- Per engineer and drill-down -------------------------------------------------------
+
+# Ids are bigints: a larger number names nobody and must not reach the database.
+MAX_USER_ID = 2**63 - 1
+
+
+class ClaimerQuerySerializer(WindowQuerySerializer):
+    """The window, narrowed to one claimer: a user id, or ``deleted`` for claimers no longer on record."""
+
+    claimed_by = serializers.RegexField(
+        r"^(?:[1-9][0-9]{0,18}|deleted)$",
+        required=False,
+        help_text="A user id, or deleted (the claimer was deleted or never recorded). "
+        "An engineer may give only their own id.",
+        error_messages={"invalid": "Give a user id (a positive integer) or deleted."},
+    )
+
+    def validate_claimed_by(self, value):
+        if value == DELETED_CLAIMER:
+            return value
+        if int(value) > MAX_USER_ID:
+            raise serializers.ValidationError(f"A user id is at most {MAX_USER_ID}.")
+        return int(value)
+
+
+class EngineerSerializer(serializers.Serializer):
+    engineer_id = serializers.IntegerField(allow_null=True, help_text="null: deleted or never recorded.")
+    engineer_name = serializers.CharField(help_text=f'Full name, else username; "{DELETED_CLAIMER_NAME}".')
+
+
+class EngineerFiguresSerializer(EngineerSerializer, FullFiguresSerializer):
+    """One claimer's figures over the window (no target on this endpoint)."""
+
+    target_seconds = None
+    n_handoffs_within_target = None
+    within_target_rate = None
+
+
+class EscalationsByEngineerOutputSerializer(WindowOutputMixin, serializers.Serializer):
+    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
+    engineers = EngineerFiguresSerializer(
+        many=True, help_text="One row per claimer with handoffs in the window (an engineer: their own row)."
+    )
+    metric_definition = serializers.CharField()
+
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+class HandoffsQuerySerializer(ClaimerQuerySerializer):
+    ordering = serializers.ChoiceField(
+        choices=HANDOFF_ORDERINGS,
+        default="-claimed_at",
+        help_text="Ties broken by handoff id; handoffs without action come last in both lag orders.",
+    )
+    has_action = serializers.BooleanField(
+        required=False, allow_null=True, default=None, help_text="true: only handoffs with an action; false: only without."
+    )
+    page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
+    cursor = serializers.CharField(
+        required=False, help_text="The next_cursor of the previous page; keep every other parameter the same."
+    )
+
+    def validate_cursor(self, value):
+        try:
+            return Cursor.decode(value)
+        except ValueError:
+            raise serializers.ValidationError("Not a cursor this API gave out (give next_cursor unchanged).") from None
+
+    def validate(self, attrs):
+        cursor = attrs.get("cursor")
+        if cursor is not None:
+            if cursor.ordering != attrs["ordering"]:
+                raise serializers.ValidationError(
+                    {"cursor": [f"This cursor is for ordering={cursor.ordering}: keep the first page's ordering."]}
+                )
+            # Every page of a period is read over the first page's window, however late it is asked for.
+            self.context["now"] = cursor.now
+        return super().validate(attrs)
+
+
+class HandoffRowSerializer(serializers.Serializer):
+    handoff_id = serializers.IntegerField(source="id")
+    session_id = serializers.IntegerField()
+    claimed_at = serializers.DateTimeField()
+    claimed_by_id = serializers.IntegerField(allow_null=True, help_text="null: deleted or never recorded.")
+    claimed_by_name = serializers.CharField()
+    first_action_at = serializers.DateTimeField(allow_null=True)
+    seconds_to_first_action = serializers.FloatField(
+        allow_null=True, help_text="Rounded to milliseconds, as the summary's figures; null without action."
+    )
+
+
+class EscalationHandoffsOutputSerializer(WindowOutputMixin, serializers.Serializer):
+    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
+    ordering = serializers.ChoiceField(choices=HANDOFF_ORDERINGS)
+    next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
+    next_cursor = serializers.CharField(allow_null=True)
+    results = HandoffRowSerializer(many=True)
     metric_definition = serializers.CharField()

@@ -1,10 +1,12 @@
 from django.urls import path
 
-from .views import EscalationMetricsApi, EscalationTrendApi
+from .views import EscalationHandoffsApi, EscalationMetricsApi, EscalationsByEngineerApi, EscalationTrendApi
 
 app_name = "flowpilot_analytics"
 
 urlpatterns = [
     path("escalations", EscalationMetricsApi.as_view(), name="escalation-metrics"),
     path("escalations/trend", EscalationTrendApi.as_view(), name="escalation-trend"),
+    path("escalations/by-engineer", EscalationsByEngineerApi.as_view(), name="escalations-by-engineer"),
+    path("escalations/handoffs", EscalationHandoffsApi.as_view(), name="escalation-handoffs"),
 ]
