@@ -590,16 +590,9 @@ def row_summary(row):
         return LagSummary(
             n_claimed, n_with_action, mean_seconds(total_us, n_with_action), to_seconds(p50_us), to_seconds(p95_us)
         )
-    n_claimed, n_with_action, total_us, percentiles_us, max_us, buckets, _, oldest = row
-    return LagSummary.from_aggregates(
-        n_claimed=n_claimed,
-        n_with_action=n_with_action,
-        total_us=total_us,
-        percentiles_us=percentiles_us,
-        max_us=max_us,
-        bucket_counts=buckets,
-        oldest_waiting_claimed_at=oldest,
-    )
+    from flowpilot_analytics.selectors import summary_from_row
+
+    return summary_from_row(row)
 
 
 def pick(single, account_ids, by_account):

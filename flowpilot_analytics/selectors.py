@@ -490,20 +490,21 @@ def _grouped_in_sql(handoffs, grouping, target_us, connection):
 
 
 def _fetch_summaries(connection, sql, params, target_us):
-    summaries = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for key, n_claimed, n_with_action, total_us, percentiles_us, max_us, buckets, n_within, oldest in (
-            cursor.fetchall()
-        ):
-            summaries[key] = LagSummary.from_aggregates(
-                n_claimed=n_claimed,
-                n_with_action=n_with_action,
-                total_us=total_us,
-                percentiles_us=percentiles_us,
-                max_us=max_us,
-                bucket_counts=buckets,
-                n_within_target=None if target_us is None else n_within,
-                oldest_waiting_claimed_at=oldest,
-            )
-    return summaries
+        return {row[0]: summary_from_row(row[1:], target_us=target_us) for row in cursor.fetchall()}
+
+
+def summary_from_row(row, *, target_us=None):
+    """A ``LagSummary`` from the aggregate columns of ``_AGGREGATES_SQL``, in their order."""
+    n_claimed, n_with_action, total_us, percentiles_us, max_us, buckets, n_within, oldest = row
+    return LagSummary.from_aggregates(
+        n_claimed=n_claimed,
+        n_with_action=n_with_action,
+        total_us=total_us,
+        percentiles_us=percentiles_us,
+        max_us=max_us,
+        bucket_counts=buckets,
+        n_within_target=None if target_us is None else n_within,
+        oldest_waiting_claimed_at=oldest,
+    )
