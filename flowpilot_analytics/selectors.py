@@ -247,14 +247,14 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     now = now or timezone.now()
     handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
     grouped = escalation_metrics_grouped(handoffs=handoffs, window=window, now=now, field="claimed_by_id")
-    wanted = {key for key in grouped if key is not None}
+    # A claimer of the window is named; a user asked for by id only when a member
+    # of the account, so that ids of other tenants' users cannot be probed.
+    users = get_user_model().objects.filter(pk__in=[key for key in grouped if key is not None])
     if isinstance(claimed_by, int):
-        wanted.add(claimed_by)
+        users |= get_user_model().objects.filter(pk=claimed_by, flowpilot_memberships__account=account)
     names = {
         pk: claimer_name(first, last, username)
-        for pk, first, last, username in get_user_model()
-        .objects.filter(pk__in=wanted)
-        .values_list("pk", "first_name", "last_name", "username")
+        for pk, first, last, username in users.values_list("pk", "first_name", "last_name", "username")
     }
     if isinstance(claimed_by, int) and claimed_by in names:
         grouped.setdefault(claimed_by, empty_metrics(window=window, now=now))

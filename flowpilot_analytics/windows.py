@@ -20,6 +20,11 @@ from .periods import period_window
 MAX_WINDOW_DAYS = 366
 INTERVALS = ("day", "week")
 UTC = timezone.utc
+# The instants a window may start or end at. Far wider than any escalation
+# history, and far enough from datetime's own limits (years 1 and 9999) that a
+# previous window, a week's Monday or a time zone's offset never overflow.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,26 @@ def to_instant(value, tz):
 def custom_window(start, end, *, time_zone="UTC"):
     """The half-open window ``[start, end)``; ``ValueError`` naming the culprit when it is not valid."""
     tz = zone(time_zone)
-    start_at, end_at = to_instant(start, tz), to_instant(end, tz)
+    start_at, end_at = (_bounded_instant(name, value, tz) for name, value in (("start", start), ("end", end)))
     if start_at >= end_at:
         raise ValueError("end: must be after start")
     if end_at - start_at > timedelta(days=MAX_WINDOW_DAYS):
         raise ValueError(f"end: the window may span at most {MAX_WINDOW_DAYS} days")
     return Window(start=start_at, end=end_at, closed=False, time_zone=time_zone)
+
+
+def within_bounds(instant):
+    return EARLIEST <= instant <= LATEST
+
+
+def _bounded_instant(name, value, tz):
+    try:
+        instant = to_instant(value, tz)
+    except OverflowError:
+        instant = None
+    if instant is None or not within_bounds(instant):
+        raise ValueError(f"{name}: must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return instant
 
 
 def local_midnight(day, tz):

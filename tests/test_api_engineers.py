@@ -1,5 +1,6 @@
 """Per engineer, drill-down and CSV: GET .../escalations/by-engineer, .../escalations/handoffs, format=csv."""
 
+import base64
 import csv
 import io
 from datetime import timedelta
@@ -9,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from flowpilot_analytics.factories import AccountFactory, UserFactory
+from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
 from flowpilot_analytics.stats import percentile
 from tests.builders import claimed_handoff
@@ -467,3 +468,41 @@ def test_the_query_count_does_not_grow_with_handoffs_or_engineers(
         response = client.get(url, params)
         if response.streaming:
             b"".join(response.streaming_content)
+
+
+# --- Found in review: no names of other tenants' users, no 500 from hostile cursors -----------
+
+
+def test_an_admin_cannot_learn_the_name_of_a_user_outside_the_account(api_client, team, other_account):
+    outsider = UserFactory(username="outsider", first_name="Secret", last_name="Person")
+    MembershipFactory(user=outsider, account=other_account, role=Membership.Role.ENGINEER)
+    superuser = UserFactory(username="root", first_name="Root", is_superuser=True, is_staff=True)
+    client = as_user(api_client, team["admin"])
+
+    for user in (outsider, superuser):
+        response = client.get(BY_ENGINEER, {"claimed_by": user.pk})
+        assert response.status_code == 200
+        assert response.json()["engineers"] == []
+        assert "Secret" not in response.content.decode() and "Root" not in response.content.decode()
+    # A member of the account without handoffs in the window still gets a zero row.
+    quiet = as_user(api_client, team["admin"]).get(BY_ENGINEER, {"claimed_by": team["viewer"].pk}).json()
+    assert [row["n_handoffs_claimed"] for row in quiet["engineers"]] == [0]
+
+
+def forged_cursor(payload):
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 5000,
+        '["-claimed_at", "2026-01-01T00:00:00+00:00", 1, "0001-01-01T00:00:00+00:00"]',
+        '["-claimed_at", "0001-01-01T00:00:00+05:00", 1, "2026-01-01T00:00:00+00:00"]',
+        '["claimed_at", "9999-12-31T23:00:00-05:00", 1, "2026-01-01T00:00:00+00:00"]',
+    ],
+)
+def test_hostile_cursors_are_400_naming_the_cursor(api_client, team, payload):
+    response = as_user(api_client, team["admin"]).get(HANDOFFS, {"cursor": forged_cursor(payload)})
+    assert response.status_code == 400
+    assert "cursor" in response.json()

@@ -178,3 +178,21 @@ def test_a_datetime_with_offset_is_an_instant_whatever_the_time_zone(engineer_cl
     body = get(engineer_client, start="2026-03-02T13:00:00+01:00", end="2026-03-03", time_zone="America/Denver")
     assert body["window_start"] == "2026-03-02T05:00:00-07:00"
     assert body["n_handoffs_claimed"] == 1  # noon UTC on 2 March is included
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "field"),
+    [
+        (URL, {"start": "0001-01-01", "end": "0001-01-02", "time_zone": "Asia/Tokyo"}, "start"),
+        (URL, {"start": "0001-01-01T00:00+14:00", "end": "2026-01-02"}, "start"),
+        (URL, {"start": "0001-01-02", "end": "0001-03-01", "compare": "previous"}, "start"),
+        (URL, {"start": "2026-01-01", "end": "9999-12-31T23:00-05:00"}, "end"),
+        (URL + "/trend", {"start": "9999-12-01", "end": "9999-12-31T12:00Z"}, "start"),
+        (URL + "/handoffs", {"start": "0001-01-01T00:00Z", "end": "0001-01-02T00:00Z", "format": "csv",
+                             "time_zone": "America/New_York"}, "start"),
+    ],
+)
+def test_instants_near_the_ends_of_the_calendar_are_400_not_500(engineer_client, url, params, field):
+    response = engineer_client.get(url, params)
+    assert response.status_code == 400
+    assert field in response.json()

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.db.models import F, Q
 
 from ..stats import lag_microseconds
+from ..windows import within_bounds
 
 HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action")
 
@@ -40,9 +41,9 @@ class Cursor:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             ordering, value, handoff_id, now = json.loads(raw)
             now = datetime.fromisoformat(now)
-        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError) as error:
+        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError, RecursionError) as error:
             raise ValueError("not a cursor") from error
-        if ordering not in HANDOFF_ORDERINGS or now.tzinfo is None:
+        if ordering not in HANDOFF_ORDERINGS or now.tzinfo is None or not within_bounds(now):
             raise ValueError("not a cursor")
         if type(handoff_id) is not int or not 0 < handoff_id < 2**63:
             raise ValueError("not a cursor")
@@ -50,7 +51,7 @@ class Cursor:
             if not isinstance(value, str):
                 raise ValueError("not a cursor")
             value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
+            if value.tzinfo is None or not within_bounds(value):
                 raise ValueError("not a cursor")
         elif value is not None and (type(value) is not int or not 0 <= value < 2**63):
             raise ValueError("not a cursor")
