@@ -152,3 +152,10 @@ def test_query_count_does_not_grow_with_handoffs_or_buckets(api_client, member, 
     with django_assert_num_queries(baseline):
         body = api_client.get(URL, {"period": "90d"}, **headers).json()
     assert len(body["buckets"]) == 91
+
+
+@pytest.mark.parametrize(("params", "allowed"), [({"interval": "month"}, "day, week"), ({"compare": "next"}, "previous")])
+def test_a_wrong_choice_names_the_allowed_values(engineer_client, params, allowed):
+    url = URL if "interval" in params else SUMMARY_URL
+    [message] = engineer_client.get(url, params).json()[next(iter(params))]
+    assert allowed in message

@@ -38,6 +38,15 @@ class SingleValueQuerySerializer(serializers.Serializer):
             )
         return attrs
 
+    def get_fields(self):
+        fields = super().get_fields()
+        for name, field in fields.items():
+            # A wrong choice names the allowed values, whichever the parameter.
+            if isinstance(field, serializers.ChoiceField) and "Allowed" not in field.error_messages["invalid_choice"]:
+                allowed = ", ".join(map(str, field.choices))
+                field.error_messages["invalid_choice"] = f'"{{input}}" is not a valid {name}. Allowed values: {allowed}.'
+        return fields
+
     def repeated_message(self, name):
         field = self.fields[name]
         if isinstance(field, serializers.ChoiceField):
