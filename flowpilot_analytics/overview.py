@@ -62,13 +62,6 @@ class EscalationSummary:
         return self.total_accounts - len(self.accounts)
 
 
-def action_rate(metrics):
-    """Share of the claimed handoffs that saw an action, ``None`` when none was claimed."""
-    if not metrics.n_handoffs_claimed:
-        return None
-    return metrics.n_handoffs_with_action / metrics.n_handoffs_claimed
-
-
 def attention_key(summary):
     """Sort key putting the accounts that most need attention first (see the module docstring)."""
     metrics = summary.for_period(ATTENTION_PERIOD)
@@ -77,7 +70,7 @@ def attention_key(summary):
         return (1, 0.0, 0.0, 0.0, name)
     return (
         0,
-        action_rate(metrics),
+        metrics.action_rate,
         -(metrics.p95_seconds_to_first_action or 0.0),
         -(metrics.median_seconds_to_first_action or 0.0),
         name,
