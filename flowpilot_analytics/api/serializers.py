@@ -371,8 +371,9 @@ class HandoffsQuerySerializer(ClaimerQuerySerializer):
         default="-claimed_at",
         help_text="Ties broken by handoff id; handoffs without action come last in both lag orders.",
     )
+    # Not nullable: an empty has_action= is a 400, not a silent "no filter".
     has_action = serializers.BooleanField(
-        required=False, allow_null=True, default=None, help_text="true: only handoffs with an action; false: only without."
+        required=False, help_text="true: only handoffs with an action; false: only without."
     )
     page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
     cursor = serializers.CharField(

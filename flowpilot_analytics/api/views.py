@@ -356,7 +356,7 @@ class EscalationHandoffsApi(ClaimerScopedApi):
         handoffs = handoffs_of_claimer(
             handoffs_with_lag(account=self.account, window=window), self.claimer(request, params)
         )
-        if params["has_action"] is not None:
+        if "has_action" in params:
             handoffs = handoffs.filter(first_action_at__isnull=not params["has_action"])
         if cursor is not None:
             handoffs = handoffs.filter(after_cursor(cursor))
