@@ -15,6 +15,8 @@ routing applies. How this scales, with figures: docs/scaling.md.
 from django.conf import settings
 from django.core import checks
 
+from .conf import app_settings
+
 from .models import AiSession, AiSessionStep, SessionHandoff
 
 SETTING = "FLOWPILOT_ANALYTICS_DB_ALIAS"
@@ -24,7 +26,7 @@ REPLICATED_MODELS = (AiSession, AiSessionStep, SessionHandoff)
 
 def analytics_db_alias():
     """The alias the activity tables are read from (``"default"`` unless configured)."""
-    return getattr(settings, SETTING, None) or PRIMARY
+    return app_settings.DB_ALIAS or PRIMARY
 
 
 class AnalyticsReadRouter:

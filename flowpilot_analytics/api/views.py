@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.db import OperationalError
 from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
@@ -13,6 +12,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from .. import rls
+from ..conf import app_settings
 from ..models import Membership
 from ..constants import METRIC_DEFINITION
 from ..selectors import (
@@ -102,7 +102,7 @@ class AccountScopedApi(APIView):
                 # Nothing here can be written, whatever the caller's accounts:
                 # 405 before any account is looked up (anonymous callers get 401).
                 self.http_method_not_allowed(request)
-            rls.bind_user(request.user, statement_timeout_ms=settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS)
+            rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
             request.membership = membership_for_request(
                 user=request.user, query_params=request.query_params
             )
