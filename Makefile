@@ -33,7 +33,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+# The app as an editable install with its `dev` extra (pyproject.toml): runtime, demo, tests, build.
+$(VENV)/.installed: pyproject.toml requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 

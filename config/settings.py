@@ -9,11 +9,12 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 """
 
 import os
-import re
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from flowpilot_analytics.conf import THROTTLE_RATE_FORMAT as throttle_rate_format
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,8 +65,8 @@ ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
 INSTALLED_APPS = [
-    # django.contrib.admin, with the escalation summary widget on its index page.
-    "flowpilot_analytics.admin_apps.FlowpilotAdminConfig",
+    # The stock admin: the app adds its summary page to it like any app's models.
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -135,9 +136,6 @@ if os.environ.get("FLOWPILOT_ANALYTICS_DATABASE_URL"):
     )
     # Tests create no database for it: it reads the test database of "default".
     DATABASES["analytics"]["TEST"] = {"MIRROR": "default"}
-    FLOWPILOT_ANALYTICS_DB_ALIAS = "analytics"
-else:
-    FLOWPILOT_ANALYTICS_DB_ALIAS = "default"
 
 # ------------------------------------------------------------------------------
 # Internationalisation: timestamps are stored in UTC.
@@ -173,27 +171,30 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # The analytics endpoints' scoped throttle, per user, counted in the default
-    # cache (per process unless CACHES names a shared one): past the rate, 429
-    # with Retry-After. DJANGO_ANALYTICS_THROTTLE_RATE is "<n>/<second|minute|hour|day>".
-    "DEFAULT_THROTTLE_RATES": {
-        "analytics": os.environ.get("DJANGO_ANALYTICS_THROTTLE_RATE") or "120/minute",
-    },
 }
-if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)",
-                    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["analytics"]):
-    raise ImproperlyConfigured(
-        "DJANGO_ANALYTICS_THROTTLE_RATE must look like 120/minute (a positive count per second, "
-        f"minute, hour or day), got {REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']['analytics']!r}"
-    )
 
 # ------------------------------------------------------------------------------
-# Analytics queries: PostgreSQL cancels any statement of an analytics request
-# that runs longer than this (the API then answers 503 with Retry-After); 0
-# turns the limit off. SQLite has no statement timeout.
+# FlowPilot Analytics: every key has its default inside the app (README,
+# "Install into your project"); the demo sets from the environment only those
+# an operator tunes. A malformed value stops the start, naming the variable;
+# the app's system checks (flowpilot_analytics.E0xx) name the key.
 # ------------------------------------------------------------------------------
-FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = env_int("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", 5000)
-if FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS < 0:
+FLOWPILOT_ANALYTICS = {
+    # The analytics endpoints' per-user rate, counted in the default cache (per
+    # process unless CACHES names a shared one): past it, 429 with Retry-After.
+    "THROTTLE_RATE": os.environ.get("DJANGO_ANALYTICS_THROTTLE_RATE") or "120/minute",
+    # PostgreSQL cancels any statement of an analytics request that runs longer
+    # (the API then answers 503 with Retry-After); 0 turns the limit off.
+    "STATEMENT_TIMEOUT_MS": env_int("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", 5000),
+    # Reads of the activity tables go to the replica when there is one (above).
+    "DB_ALIAS": "analytics" if "analytics" in DATABASES else "default",
+}
+if not throttle_rate_format.fullmatch(FLOWPILOT_ANALYTICS["THROTTLE_RATE"]):
+    raise ImproperlyConfigured(
+        "DJANGO_ANALYTICS_THROTTLE_RATE must look like 120/minute (a positive count per second, "
+        f"minute, hour or day), got {FLOWPILOT_ANALYTICS['THROTTLE_RATE']!r}"
+    )
+if FLOWPILOT_ANALYTICS["STATEMENT_TIMEOUT_MS"] < 0:
     raise ImproperlyConfigured("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS must be 0 (off) or a positive number")
 
 # ------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/analytics/flowpilot/escalations", permanent=False)),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
-    path("api/v1/analytics/flowpilot/", include("flowpilot_analytics.api.urls")),
+    # The app's URLs at the contract's paths, included as the README tells a host to.
+    path("", include("flowpilot_analytics.urls")),
     # The OpenAPI 3 schema and its two readers, served with bundled assets (no CDN).
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

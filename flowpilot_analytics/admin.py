@@ -1,5 +1,12 @@
 """
-The five models in the Django admin: for staff to look around and drill into a figure.
+The app in the host's own admin site: the escalation summary page and the five models.
+
+Everything is registered on ``admin.site`` as any app's models are; the site,
+its index and the other apps' pages are left as they are. The summary widget
+is the changelist of ``EscalationSummaryPage`` (a model with no table), so the
+app's section of the index links to it and its view permission decides who
+sees it. The app's own pages read across accounts (``CrossAccountModelAdminMixin``;
+the summary page wraps only its reads).
 
 Timestamps feed the metric, so they are read-only here: history is imported and
 backfilled by code, not retyped by hand. Every foreign key a changelist shows is
@@ -8,15 +15,59 @@ the same number of queries whatever its length.
 """
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from .admin_widget import escalation_summary_context
+from .cross_account import CrossAccountModelAdminMixin
 from .durations import human_duration
-from .models import Account, AiSession, AiSessionStep, Membership, SessionHandoff
+from .models import Account, AiSession, AiSessionStep, EscalationSummaryPage, Membership, SessionHandoff
 from .selectors import first_action_subquery
 from .stats import lag_microseconds, to_seconds
 
 
+@admin.register(EscalationSummaryPage)
+class EscalationSummaryPageAdmin(admin.ModelAdmin):
+    """The summary widget on a page of its own: every account's figures for 7d, 30d and 90d."""
+
+    template_name = "admin/flowpilot_analytics/escalation_summary_page.html"
+
+    def get_urls(self):
+        # Only the list: the model has no table, so there is no object to add, change or delete.
+        return [
+            path(
+                "",
+                self.admin_site.admin_view(self.changelist_view),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_changelist",
+            ),
+        ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": self.opts.verbose_name.capitalize(),
+            "opts": self.opts,
+            **escalation_summary_context(),
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.template_name, context)
+
+
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "id"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -24,7 +75,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
     list_display = ["user", "account", "role"]
     list_filter = ["role", "account"]
     list_select_related = ["user", "account"]
@@ -34,7 +85,7 @@ class MembershipAdmin(admin.ModelAdmin):
     ordering = ["account__name", "user__username"]
 
 
-class AccountOwnedAdmin(admin.ModelAdmin):
+class AccountOwnedAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
     """Sessions, steps and handoffs: big tables, filtered by account and by date."""
 
     list_filter = ["account"]

@@ -1,6 +1,9 @@
 """System checks of FlowPilot Analytics (ids ``flowpilot_analytics.*``)."""
 
-from django.core.checks import Tags, Warning, register
+import difflib
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError, connections
 
 from .rls import read_aliases
@@ -42,3 +45,60 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
                 id="flowpilot_analytics.W001",
             ))
     return warnings
+
+
+@register()
+def check_app_settings(app_configs=None, **kwargs):
+    """Refuses a malformed ``FLOWPILOT_ANALYTICS`` value, naming its key (one id per key, in ``conf.SETTINGS``)."""
+    from .conf import DEPRECATED_SETTINGS, SETTING_NAME, SETTINGS, app_settings, setting_label
+
+    configured = getattr(settings, SETTING_NAME, None)
+    if configured is not None and not isinstance(configured, dict):
+        return [Error(
+            f"{SETTING_NAME} must be a dict of the keys to change, got {type(configured).__name__}.",
+            hint="See the README's 'Install into your project' settings table.",
+            id="flowpilot_analytics.E001",
+        )]
+    messages = []
+    known = [setting.name for setting in SETTINGS]
+    for key in sorted(configured or {}):
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            messages.append(Warning(
+                f"{SETTING_NAME} has an unknown key {key!r}: it is ignored.",
+                hint=f"Did you mean {close[0]!r}?" if close else f"The keys are: {', '.join(known)}.",
+                id="flowpilot_analytics.W003",
+            ))
+    for old_name, key in DEPRECATED_SETTINGS.items():
+        if hasattr(settings, old_name):
+            messages.append(Warning(
+                f"{old_name} is deprecated and will stop being read in the next release.",
+                hint=f"Set {setting_label(key)} instead"
+                     + (" (it is set too, and wins)." if key in (configured or {}) else "."),
+                id="flowpilot_analytics.W004",
+            ))
+    throttle_rates = getattr(settings, "REST_FRAMEWORK", {}).get("DEFAULT_THROTTLE_RATES") or {}
+    if "analytics" in throttle_rates:
+        messages.append(Warning(
+            'REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["analytics"] is not read: the analytics endpoints '
+            f"are throttled at {setting_label('THROTTLE_RATE')} ({app_settings.raw('THROTTLE_RATE')!r}).",
+            hint=f"Move the rate to {setting_label('THROTTLE_RATE')}.",
+            id="flowpilot_analytics.W005",
+        ))
+    for setting in SETTINGS:
+        value = app_settings.raw(setting.name)
+        problem = setting.validate(value)
+        if problem:
+            source = setting_label(setting.name)
+            if setting.name not in (configured or {}):
+                source = next(
+                    (f"{old} (deprecated name of {source})" for old, key in DEPRECATED_SETTINGS.items()
+                     if key == setting.name and hasattr(settings, old)),
+                    source,
+                )
+            messages.append(Error(
+                f"{source} {problem}; got {value!r}.",
+                hint="See the README's 'Install into your project' settings table.",
+                id=setting.check_id,
+            ))
+    return messages

@@ -10,13 +10,22 @@ Shaped like DRF's ``api_settings``::
     from flowpilot_analytics.conf import app_settings
     app_settings.STATEMENT_TIMEOUT_MS
 
-Every key has its default here, so a host that sets nothing gets a working app.
+Every key is declared once, in ``SETTINGS`` below: its default (so a host that
+sets nothing gets a working app), the line of the README's settings table, the
+id of the system check refusing a malformed value, and the rule that check
+applies (:func:`flowpilot_analytics.checks.check_app_settings` runs them, each
+error naming its key). Adding a key is adding one ``Setting`` there; a test
+keeps the README's table equal to :func:`settings_table`.
+
 Values are read lazily and cached; the cache is dropped on ``setting_changed``
-(``override_settings`` in tests). Malformed values are refused by the system
-checks (``flowpilot_analytics.E0xx``, in :mod:`flowpilot_analytics.checks`),
-each naming its key. The swappable model settings are top-level, as Django
-requires (``FLOWPILOT_ANALYTICS_HANDOFF_MODEL`` and friends), not in this dict.
+(``override_settings`` in tests). The swappable model settings are top-level,
+as Django requires (``FLOWPILOT_ANALYTICS_HANDOFF_MODEL`` and friends), not in
+this dict.
 """
+
+import re
+from dataclasses import dataclass
+from typing import Callable
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -24,27 +33,113 @@ from django.utils.module_loading import import_string
 
 SETTING_NAME = "FLOWPILOT_ANALYTICS"
 
-DEFAULTS = {
-    # PostgreSQL cancels any statement of an analytics request running longer (ms); 0: no limit.
-    "STATEMENT_TIMEOUT_MS": 5000,
-    # Per-user rate of the analytics endpoints, "<n>/<second|minute|hour|day>"; None: no throttle.
-    "THROTTLE_RATE": "120/minute",
-    # The database alias the activity tables are read from (a read replica), with the router.
-    "DB_ALIAS": "default",
-    # Dotted paths of DRF authentication classes; None: the host's DEFAULT_AUTHENTICATION_CLASSES.
-    "AUTHENTICATION_CLASSES": None,
-    # The admin summary widget: how many accounts it lists (the most in need of attention).
-    "WIDGET_ACCOUNT_LIMIT": 25,
-}
+THROTTLE_RATE_FORMAT = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def _non_negative_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be an integer, 0 or more"
+    return None
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return "must be a positive integer"
+    return None
+
+
+def _throttle_rate(value):
+    if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
+        return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour or day)'
+    return None
+
+
+def _database_alias(value):
+    if not isinstance(value, str) or not value:
+        return "must be the alias of a database in DATABASES (a non-empty string)"
+    return None
+
+
+def _authentication_classes(value):
+    from rest_framework.authentication import BaseAuthentication
+
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(path, str) for path in value):
+        return "must be None or a list of dotted paths of DRF authentication classes"
+    for path in value:
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            return f"names {path!r}, which cannot be imported ({exc})"
+        if not (isinstance(cls, type) and issubclass(cls, BaseAuthentication)):
+            return f"names {path!r}, which is not a DRF authentication class (a BaseAuthentication)"
+    return None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of ``FLOWPILOT_ANALYTICS``: its default, its README line and its system check."""
+
+    name: str
+    default: object
+    # The README table's "meaning" column (Markdown, one line).
+    doc: str
+    # The system check's id, and its rule: what is wrong with a value ("must be ..."), or None.
+    check_id: str
+    validate: Callable[[object], str | None]
+    # A dotted path (or a list of them) imported when read.
+    import_string: bool = False
+
+
+SETTINGS = (
+    Setting(
+        "STATEMENT_TIMEOUT_MS", 5000,
+        "PostgreSQL cancels any statement of an analytics request running longer (ms); the API then "
+        "answers `503` with `Retry-After: 30`. `0`: no limit. SQLite has none.",
+        "flowpilot_analytics.E010", _non_negative_int,
+    ),
+    Setting(
+        "THROTTLE_RATE", "120/minute",
+        "Per-user rate of the analytics endpoints, `<n>/<second\\|minute\\|hour\\|day>`; past it, `429` with "
+        "`Retry-After`. Applies whatever the host's `REST_FRAMEWORK` says. `None`: no throttle.",
+        "flowpilot_analytics.E011", _throttle_rate,
+    ),
+    Setting(
+        "DB_ALIAS", "default",
+        "The database the activity tables are read from: a read replica's alias, with "
+        "`flowpilot_analytics.routers.AnalyticsReadRouter` in `DATABASE_ROUTERS` (docs/scaling.md).",
+        "flowpilot_analytics.E012", _database_alias,
+    ),
+    Setting(
+        "AUTHENTICATION_CLASSES", None,
+        "Dotted paths of the DRF authentication classes of the analytics endpoints. `None`: the host's "
+        "`REST_FRAMEWORK[\"DEFAULT_AUTHENTICATION_CLASSES\"]`.",
+        "flowpilot_analytics.E013", _authentication_classes, import_string=True,
+    ),
+    Setting(
+        "WIDGET_ACCOUNT_LIMIT", 25,
+        "How many accounts the admin summary widget lists (those most in need of attention); it says "
+        "how many more there are.",
+        "flowpilot_analytics.E014", _positive_int,
+    ),
+)
+
+DEFAULTS = {setting.name: setting.default for setting in SETTINGS}
 
 # Keys whose values are dotted paths (or lists of them), imported when read.
-IMPORT_STRINGS = {"AUTHENTICATION_CLASSES"}
+IMPORT_STRINGS = {setting.name for setting in SETTINGS if setting.import_string}
 
 # Top-level settings of earlier releases, still honoured for one release: {old name: key}.
 DEPRECATED_SETTINGS = {
     "FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS": "STATEMENT_TIMEOUT_MS",
     "FLOWPILOT_ANALYTICS_DB_ALIAS": "DB_ALIAS",
 }
+
+
+def setting_label(key):
+    """How a key is written in the host's settings, for messages: ``FLOWPILOT_ANALYTICS["KEY"]``."""
+    return f'{SETTING_NAME}["{key}"]'
 
 
 class AppSettings:
@@ -97,3 +192,12 @@ def _reload_app_settings(*, setting, **kwargs):
 
 
 setting_changed.connect(_reload_app_settings)
+
+
+def settings_table():
+    """The README's table of the keys (Markdown), generated from ``SETTINGS``."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = setting.default if setting.default is None else repr(setting.default).replace("'", '"')
+        lines.append(f"| `{setting.name}` | `{default}` | {setting.doc} |")
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ running inside :func:`analytics_cross_account`::
     @analytics_cross_account()          # or on a whole view / handle()
     def handle(self, *args, **options): ...
 
-    class FlowpilotAdminSite(CrossAccountAdminSiteMixin, ..., admin.AdminSite): ...
+    class AccountAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin): ...   # the app's own admin pages
 
 It opens a transaction on each database the reads (and writes) go to and sets
 ``flowpilot.cross_account`` to ``on`` inside it, with ``set_config(..., true)``,
@@ -26,6 +26,7 @@ both). On SQLite there is no RLS and the block is just a transaction.
 """
 
 from contextlib import contextmanager
+from functools import wraps
 
 from django.db import connections
 
@@ -51,12 +52,36 @@ def analytics_cross_account():
         rls.set_local(nested, {rls.CROSS_ACCOUNT_SETTING: ""})
 
 
-class CrossAccountAdminSiteMixin:
-    """Runs every view of an admin site in cross-account mode, once the site has admitted the user.
+def in_cross_account_mode(view):
+    """``view`` run, and its page rendered, in the mode (a ``TemplateResponse`` reads its querysets as it renders)."""
 
-    Mixed into an ``AdminSite`` subclass: ``admin_view()`` wraps the index, the
-    widget on it and every ``ModelAdmin`` view; the login page is not wrapped.
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        with analytics_cross_account():
+            response = view(*args, **kwargs)
+            if callable(getattr(response, "render", None)) and not getattr(response, "is_rendered", True):
+                response.render()
+        return response
+
+    return wrapper
+
+
+class CrossAccountModelAdminMixin:
+    """Runs this ``ModelAdmin``'s own pages in cross-account mode: staff browse every account's rows.
+
+    Only the views of the ``ModelAdmin`` it is mixed into (list, add/change form,
+    delete, history) are wrapped, after the admin site has admitted the user;
+    the site, its index and every other app's pages are left as they are.
     """
 
-    def admin_view(self, view, cacheable=False):
-        return super().admin_view(analytics_cross_account()(view), cacheable)
+    def changelist_view(self, request, extra_context=None):
+        return in_cross_account_mode(super().changelist_view)(request, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return in_cross_account_mode(super().changeform_view)(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        return in_cross_account_mode(super().delete_view)(request, object_id, extra_context)
+
+    def history_view(self, request, object_id, extra_context=None):
+        return in_cross_account_mode(super().history_view)(request, object_id, extra_context)

@@ -2,15 +2,16 @@
 Realistic demo data: two accounts, a user for every role, ~90 days of sessions.
 
 Deterministic for a given seed and ``now``. Used by ``manage.py seed_demo``.
+Needs factory-boy (the ``demo`` extra); the app never imports this module at run time.
 """
 
 import random
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from rest_framework.authtoken.models import Token
 
 from .factories import (
     AccountFactory,
@@ -31,7 +32,7 @@ DEMO_DAYS = 90
 class DemoLogin:
     username: str
     password: str
-    token: str
+    token: str | None  # None when the project has no rest_framework.authtoken
     description: str
 
 
@@ -64,11 +65,13 @@ def seed_demo(*, now, reset=False, seed=2026):
 
 def _demo_users(accounts):
     logins = []
+    # A host project may not use DRF tokens; the demo project does.
+    Token = apps.get_model("authtoken", "Token") if apps.is_installed("rest_framework.authtoken") else None
 
     def login(username, description, *, staff=False):
         user = UserFactory(username=username, password=DEMO_PASSWORD, is_staff=staff, is_superuser=staff)
-        token, _ = Token.objects.get_or_create(user=user)
-        logins.append(DemoLogin(username, DEMO_PASSWORD, token.key, description))
+        token = Token.objects.get_or_create(user=user)[0].key if Token else None
+        logins.append(DemoLogin(username, DEMO_PASSWORD, token, description))
         return user
 
     for account in accounts:

@@ -4,9 +4,19 @@ factory-boy factories, shared by the demo data (``seed_demo``) and the tests.
 Every factory keeps a row inside one tenant: a step or a handoff takes its
 ``account`` from its session, so a test cannot build a cross-tenant row by
 accident (a test that wants one must say so explicitly).
+
+factory-boy is not a runtime dependency: it comes with the ``demo`` and ``test``
+extras, and nothing the app runs imports this module (a test checks it).
 """
 
-import factory
+try:
+    import factory
+except ImportError as exc:
+    raise ImportError(
+        "flowpilot_analytics.factories needs factory-boy: pip install 'flowpilot-analytics[demo]' "
+        "(or [test])",
+        name="factory",
+    ) from exc
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 

@@ -130,3 +130,22 @@ class SessionHandoff(AccountOwnedMixin):
 
     def __str__(self):
         return f"Handoff {self.pk} of session {self.session_id}"
+
+
+class EscalationSummaryPage(models.Model):
+    """The admin's escalation summary page: a model with no table, so the stock admin lists it.
+
+    Registered with a ``ModelAdmin`` whose changelist is the summary widget
+    (``admin.py``), it puts a link in the app's section of any admin site's
+    index, and its one permission (``view_escalationsummarypage``) decides which
+    staff see the cross-account figures. Nothing reads or writes its table,
+    which does not exist (``managed = False``); the admin exposes only its
+    changelist URL.
+    """
+
+    class Meta:
+        managed = False
+        db_table = "flowpilot_analytics_escalation_summary_page_has_no_table"
+        default_permissions = ("view",)
+        verbose_name = "escalation summary"
+        verbose_name_plural = "escalation summary"

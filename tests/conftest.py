@@ -12,6 +12,10 @@ from flowpilot_analytics.factories import AccountFactory, MembershipFactory, Use
 from flowpilot_analytics.models import Membership
 from tests.builders import claimed_handoff
 
+# The demo project's own tables its serving role needs beside the app's (logins, sessions,
+# tokens, the admin's permissions and log), granted as .ci/run and scripts/load_test.py do.
+DEMO_PROJECT_APPS = ("auth", "contenttypes", "sessions", "admin", "authtoken")
+
 # A fixed "now" keeps window edges exact; every test that builds data passes it on.
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -96,7 +100,7 @@ def _app_role_in_test_database(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         assert not connection.in_atomic_block
         try:
-            ensure_app_role(DEFAULT_APP_ROLE)
+            ensure_app_role(DEFAULT_APP_ROLE, extra_apps=DEMO_PROJECT_APPS)
         except AppRoleError as exc:
             pytest.fail(f"the RLS tests need the app role and cannot set it up: {exc}")
     return DEFAULT_APP_ROLE

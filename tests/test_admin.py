@@ -1,15 +1,17 @@
-"""The Django admin: the escalation summary widget and the five models' pages."""
+"""The Django admin: the escalation summary widget (on its own page) and the five models' pages.
+
+How the app sits in the stock admin (the link from the index, the opt-in on the
+index, what it leaves alone) is in ``test_admin_stock.py``.
+"""
 
 import html
 from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
-from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from flowpilot_analytics.admin_site import FlowpilotAdminSite
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import (
     AccountFactory,
@@ -24,6 +26,7 @@ from tests.builders import claimed_handoff, cross_account_overhead
 pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/analytics/flowpilot/escalations"
+WIDGET_URL = "/admin/flowpilot_analytics/escalationsummarypage/"
 
 
 class WidgetParser(HTMLParser):
@@ -72,7 +75,7 @@ def widget(response):
 
 
 def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three_accounts):
-    response = admin_client.get("/admin/")
+    response = admin_client.get(WIDGET_URL)
 
     assert response.status_code == 200
     page = widget(response)
@@ -94,7 +97,7 @@ def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three
 
 
 def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, member):
-    page = widget(admin_client.get("/admin/"))
+    page = widget(admin_client.get(WIDGET_URL))
     api_client.force_authenticate(member(Membership.Role.ENGINEER, account=three_accounts[0]))
     for period in ("7d", "30d", "90d"):
         body = api_client.get(URL, {"period": period}).json()
@@ -106,7 +109,7 @@ def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, m
 
 
 def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_client, three_accounts):
-    page = widget(admin_client.get("/admin/"))
+    page = widget(admin_client.get(WIDGET_URL))
     # 30d: acme acted on 2 of 3 claims, globex on all; zeta has none.
     assert page.accounts == ["acme", "globex", "zeta"]
     assert ("zeta", "No claimed handoffs in the last 90d: nothing to measure yet.") in page.empty
@@ -114,61 +117,52 @@ def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_cli
 
 
 def test_metric_definition_is_shown_beside_the_figures(admin_client, three_accounts):
-    content = admin_client.get("/admin/").content.decode()
+    content = admin_client.get(WIDGET_URL).content.decode()
     assert html.escape(METRIC_DEFINITION, quote=False) in content
     assert content.index('id="escalation-metric-definition"') < content.index('data-account="acme"')
 
 
-def test_the_stock_admin_index_is_still_there(admin_client, three_accounts):
-    response = admin_client.get("/admin/")
-    content = response.content.decode()
-    assert isinstance(admin.site, FlowpilotAdminSite)
-    assert 'id="recent-actions-module"' in content
-    assert "/admin/flowpilot_analytics/sessionhandoff/" in content
-    assert "/admin/auth/user/" in content
-
-
 def test_non_staff_are_sent_to_the_login_page(client, three_accounts):
-    assert client.get("/admin/").url == "/admin/login/?next=/admin/"
+    assert client.get(WIDGET_URL).url == f"/admin/login/?next={WIDGET_URL}"
     member = MembershipFactory(account=three_accounts[0], role=Membership.Role.ADMIN).user
     client.force_login(member)
-    response = client.get("/admin/")
+    response = client.get(WIDGET_URL)
     assert response.status_code == 302
-    assert response.url == "/admin/login/?next=/admin/"
+    assert response.url == f"/admin/login/?next={WIDGET_URL}"
 
 
-def test_staff_who_may_not_view_handoffs_do_not_see_the_widget(client, three_accounts):
+def test_staff_without_the_pages_view_permission_get_403_and_no_figures(client, three_accounts):
     staff = UserFactory(is_staff=True)
+    # Seeing handoffs is not seeing every account's figures: the page has its own permission.
+    staff.user_permissions.add(Permission.objects.get(codename="view_sessionhandoff"))
     client.force_login(staff)
-    response = client.get("/admin/")
-    assert response.status_code == 200
-    assert "escalation_summary" not in response.context
+    response = client.get(WIDGET_URL)
+    assert response.status_code == 403
     assert b'id="escalation-summary"' not in response.content
 
-    staff.user_permissions.add(Permission.objects.get(codename="view_sessionhandoff"))
-    response = client.get("/admin/")
+    staff.user_permissions.add(Permission.objects.get(codename="view_escalationsummarypage"))
+    response = client.get(WIDGET_URL)
+    assert response.status_code == 200
     assert widget(response).accounts == ["acme", "globex", "zeta"]
 
 
-def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(
-    admin_client, three_accounts, monkeypatch
-):
-    monkeypatch.setattr(admin.site, "escalation_summary_limit", 2)
-    response = admin_client.get("/admin/")
+def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(admin_client, three_accounts, settings):
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "WIDGET_ACCOUNT_LIMIT": 2}
+    response = admin_client.get(WIDGET_URL)
     assert widget(response).accounts == ["acme", "globex"]
     assert "1 more account not shown" in response.content.decode()
 
 
-def test_index_queries_do_not_grow_with_accounts(admin_client, three_accounts, django_assert_num_queries):
-    admin_client.get("/admin/")  # warm the session and the content types
-    # Session, user, the summary (accounts, 3 periods, daily series), recent actions.
-    expected = 8 + cross_account_overhead()
+def test_page_queries_do_not_grow_with_accounts(admin_client, three_accounts, django_assert_num_queries):
+    admin_client.get(WIDGET_URL)  # warm the session and the content types
+    # Session, user, the summary (accounts, 3 periods, daily series).
+    expected = 7 + cross_account_overhead()
     with django_assert_num_queries(expected):
-        admin_client.get("/admin/")
+        admin_client.get(WIDGET_URL)
     for index in range(10):
         claimed_handoff(AccountFactory(), claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index)
     with django_assert_num_queries(expected):
-        response = admin_client.get("/admin/")
+        response = admin_client.get(WIDGET_URL)
     assert len(widget(response).accounts) == 13
 
 

@@ -1,4 +1,7 @@
-"""The endpoint under abuse: the scoped throttle, the statement timeout, and their settings."""
+"""The endpoint under abuse: the throttle, the statement timeout, and their settings.
+
+How the app's settings are read and checked in general: ``test_settings.py``.
+"""
 
 import runpy
 from pathlib import Path
@@ -20,7 +23,7 @@ SETTINGS_FILE = Path(__file__).resolve().parent.parent / "config" / "settings.py
 @pytest.fixture
 def throttle_rate(settings):
     def set_rate(rate):
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"analytics": rate}}
+        settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "THROTTLE_RATE": rate}
 
     return set_rate
 
@@ -70,7 +73,7 @@ def test_a_query_cancelled_by_the_statement_timeout_is_503_with_retry_after(
     engineer_client, settings, observed_metrics
 ):
     """A slow query (pg_sleep, injected before the metric) against the real timeout of PostgreSQL."""
-    settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = 50
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "STATEMENT_TIMEOUT_MS": 50}
     observed_metrics["sleep"] = 2
 
     response = engineer_client.get(URL)
@@ -89,7 +92,7 @@ def test_a_query_cancelled_by_the_statement_timeout_is_503_with_retry_after(
 def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
     engineer_client, settings, observed_metrics
 ):
-    settings.FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS = 1234
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "STATEMENT_TIMEOUT_MS": 1234}
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         [before] = cursor.fetchone()
@@ -121,5 +124,5 @@ def test_the_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DJANGO_ANALYTICS_THROTTLE_RATE", "500/hour")
     monkeypatch.setenv("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", "0")
     loaded = runpy.run_path(str(SETTINGS_FILE))
-    assert loaded["REST_FRAMEWORK"]["DEFAULT_THROTTLE_RATES"] == {"analytics": "500/hour"}
-    assert loaded["FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS"] == 0
+    assert loaded["FLOWPILOT_ANALYTICS"]["THROTTLE_RATE"] == "500/hour"
+    assert loaded["FLOWPILOT_ANALYTICS"]["STATEMENT_TIMEOUT_MS"] == 0

@@ -1,15 +1,17 @@
 """The two database roles: the grant_app_role command and the system check that watches the app's role."""
 
 import ast
+import secrets
 from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import ProgrammingError, connection, transaction
 
 import flowpilot_analytics.api
+from flowpilot_analytics.db_roles import ensure_app_role
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +96,117 @@ def test_no_api_module_can_reach_the_cross_account_mode():
             alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
         }
         assert not any("cross_account" in name for name in imported), module.name
+
+
+# --- What the role is granted: the app's tables, never the schema -------------------------
+
+
+@pytest.fixture
+def fresh_role():
+    """A role made inside the test's transaction (CREATE ROLE is rolled back with it), named apart."""
+    return f"flowpilot_probe_{secrets.token_hex(4)}"
+
+
+def granted_tables(role):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name, string_agg(privilege_type, ', ' ORDER BY privilege_type) "
+            "FROM information_schema.role_table_grants WHERE grantee = %s GROUP BY table_name",
+            [role],
+        )
+        return dict(cursor.fetchall())
+
+
+def can_read(role, table):
+    """Whether ``role`` may SELECT from ``table``: tried for real, in a savepoint."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {role}")
+            cursor.execute(f"SELECT count(*) FROM {connection.ops.quote_name(table)}")
+            cursor.execute("RESET ROLE")
+        return True
+    except ProgrammingError as exc:
+        assert "permission denied" in str(exc)
+        return False
+
+
+@pytest.mark.postgres_only
+def test_the_role_gets_the_apps_tables_and_reads_the_user_table_nothing_else(fresh_role):
+    ensure_app_role(fresh_role)
+
+    grants = granted_tables(fresh_role)
+    row_access = "DELETE, INSERT, SELECT, UPDATE"
+    assert grants == {
+        "flowpilot_analytics_account": row_access,
+        "flowpilot_analytics_membership": row_access,
+        "ai_session": row_access,
+        "ai_session_step": row_access,
+        "session_handoff": row_access,
+        "auth_user": "SELECT",
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_default_acl, aclexplode(defaclacl) AS acl "
+            "WHERE acl.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            [fresh_role],
+        )
+        assert cursor.fetchone() == (0,), "no default privileges on future tables"
+        cursor.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", [fresh_role])
+        assert cursor.fetchone() == (False,)
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c "
+            "WHERE CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(%s, c.oid, 'USAGE') END ORDER BY 1",
+            [fresh_role],
+        )
+        sequences = [name for (name,) in cursor.fetchall()]
+    assert sequences and all(name.split("_id_seq")[0] in grants for name in sequences)
+    assert "auth_user_id_seq" not in sequences, "the user table is read, never written"
+
+
+@pytest.mark.postgres_only
+def test_the_app_role_cannot_read_a_host_table_it_was_not_granted(fresh_role):
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE host_invoice (id bigint PRIMARY KEY, total numeric)")  # rolled back
+        cursor.execute("INSERT INTO host_invoice VALUES (1, 99.5)")
+    ensure_app_role(fresh_role)
+
+    assert can_read(fresh_role, "session_handoff")
+    assert can_read(fresh_role, "auth_user")
+    assert not can_read(fresh_role, "host_invoice")
+    assert not can_read(fresh_role, "django_session")
+    assert not can_read(fresh_role, "authtoken_token")
+
+
+@pytest.mark.postgres_only
+def test_extra_apps_and_tables_are_granted_when_named(fresh_role):
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE host_invoice (id bigserial PRIMARY KEY)")  # rolled back
+    out = StringIO()
+    call_command(
+        "grant_app_role", fresh_role, "--extra-app", "sessions", "authtoken", "--extra-table", "host_invoice",
+        stdout=out,
+    )
+
+    assert can_read(fresh_role, "django_session")
+    assert can_read(fresh_role, "authtoken_token")
+    assert can_read(fresh_role, "host_invoice")
+    assert not can_read(fresh_role, "django_admin_log")
+    grants = granted_tables(fresh_role)
+    assert grants["host_invoice"] == grants["django_session"] == "DELETE, INSERT, SELECT, UPDATE"
+    assert "host_invoice, session_handoff" in out.getvalue() and "host_invoice_id_seq" in out.getvalue()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--extra-app", "billing"], "no installed app has the label 'billing'"),
+        (["--extra-table", "no_such_table"], "no table no_such_table in this database"),
+    ],
+)
+def test_an_unknown_extra_is_refused_and_nothing_is_granted(fresh_role, options, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("grant_app_role", fresh_role, *options)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [fresh_role])
+        assert cursor.fetchone() == (0,)

@@ -18,7 +18,7 @@ ACTIVITY_MODELS = [AiSession, AiSessionStep, SessionHandoff]
 
 @pytest.fixture
 def replica(settings):
-    settings.FLOWPILOT_ANALYTICS_DB_ALIAS = "replica"
+    settings.FLOWPILOT_ANALYTICS = {"DB_ALIAS": "replica"}
     return "replica"
 
 
@@ -55,7 +55,7 @@ def test_metric_is_computed_on_the_replica_with_the_same_figures(settings, accou
     claimed_handoff(account, claimed_at=now - timedelta(hours=3))
     on_primary = escalation_metrics(account=account, period="7d", now=now)
 
-    settings.FLOWPILOT_ANALYTICS_DB_ALIAS = "replica"
+    settings.FLOWPILOT_ANALYTICS = {"DB_ALIAS": "replica"}
     with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(
         connections["replica"]
     ) as replica:
@@ -73,7 +73,7 @@ def test_metric_is_computed_on_the_replica_with_the_same_figures(settings, accou
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])
 def test_api_authorises_on_the_primary_and_reads_figures_from_the_replica(settings, engineer_client, account):
     claimed_handoff(account, claimed_at=timezone.now() - timedelta(days=1), lag=12)
-    settings.FLOWPILOT_ANALYTICS_DB_ALIAS = "replica"
+    settings.FLOWPILOT_ANALYTICS = {"DB_ALIAS": "replica"}
 
     with CaptureQueriesContext(connections["default"]) as primary, CaptureQueriesContext(
         connections["replica"]
@@ -98,12 +98,12 @@ def check_ids():
 
 
 def test_check_refuses_an_alias_missing_from_databases(settings):
-    settings.FLOWPILOT_ANALYTICS_DB_ALIAS = "no-such-replica"
+    settings.FLOWPILOT_ANALYTICS = {"DB_ALIAS": "no-such-replica"}
     assert "flowpilot_analytics.E101" in check_ids()
 
 
 def test_check_warns_when_the_router_is_not_installed(settings):
-    settings.FLOWPILOT_ANALYTICS_DB_ALIAS = "replica"
+    settings.FLOWPILOT_ANALYTICS = {"DB_ALIAS": "replica"}
     settings.DATABASE_ROUTERS = []
     assert "flowpilot_analytics.W101" in check_ids()
 

@@ -1,11 +1,15 @@
-from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
+
+from ..conf import app_settings
 
 
 class AnalyticsRateThrottle(ScopedRateThrottle):
-    """Per-user rate of the view's ``throttle_scope``, read from the settings at each request."""
+    """Per-user rate of the analytics endpoints: ``FLOWPILOT_ANALYTICS["THROTTLE_RATE"]``, read at each request.
+
+    The rate is the app's own setting (default ``120/minute``), so it applies in a
+    host whose ``REST_FRAMEWORK`` names no ``analytics`` scope; ``None`` lifts it.
+    The counts stay keyed by the view's ``throttle_scope`` in the default cache.
+    """
 
     def get_rate(self):
-        # DRF binds THROTTLE_RATES when the module is imported; reading api_settings
-        # here follows the settings as they are (and as tests override them).
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return app_settings.THROTTLE_RATE

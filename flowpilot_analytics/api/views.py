@@ -27,6 +27,7 @@ from ..selectors import (
 )
 from ..windows import bucket_edges, zone
 from . import schema
+from .authentication import analytics_authenticators
 from .pagination import Cursor, after_cursor, order_by
 from .permissions import HasAccountRole
 from .renderers import CsvRenderer, csv_lines, csv_table
@@ -86,6 +87,9 @@ class AccountScopedApi(APIView):
     http_method_names = ["get", "head", "options"]
     throttle_classes = [AnalyticsRateThrottle]
     throttle_scope = "analytics"
+
+    def get_authenticators(self):
+        return analytics_authenticators()
 
     def dispatch(self, request, *args, **kwargs):
         with rls.tenant_transaction():

@@ -1,14 +1,30 @@
-"""Template filters of the admin summary widget: thin wrappers over pure functions."""
+"""
+Template tags of the admin summary widget: the widget itself, and filters over pure functions.
+
+``{% escalation_summary_widget %}`` shows the widget wherever a host puts it (its
+admin index, typically: README, "The admin summary widget"), to the staff who may
+view the escalation summary page, and to no one else.
+"""
 
 from django import template
 from django.utils.safestring import mark_safe
 
+from ..admin_widget import escalation_summary_context, may_view_escalation_summary
 from ..charts import daily_series_svg
 from ..durations import human_duration as _human_duration
 from ..durations import percent
 from ..overview import ATTENTION_PERIOD
 
 register = template.Library()
+
+
+@register.inclusion_tag("admin/flowpilot_analytics/escalation_summary_widget.html", takes_context=True)
+def escalation_summary_widget(context):
+    """Every account's figures, computed (in the cross-account mode) only for staff allowed to see them."""
+    request = context.get("request")
+    if request is None or not may_view_escalation_summary(request.user):
+        return {}
+    return escalation_summary_context()
 
 
 @register.filter

@@ -1,15 +1,29 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from flowpilot_analytics.cross_account import analytics_cross_account
-from flowpilot_analytics.demo import DEMO_DAYS, seed_demo
+
+DEMO_EXTRA = "pip install 'flowpilot-analytics[demo]'"
+
+
+def demo_module():
+    """``flowpilot_analytics.demo``, which builds its data with factory-boy (the ``demo`` extra)."""
+    try:
+        from flowpilot_analytics import demo
+    except ImportError as exc:
+        if exc.name not in {"factory", "factory_boy"}:
+            raise
+        raise CommandError(
+            f"seed_demo builds the demo data with factory-boy, which is not installed: {DEMO_EXTRA}"
+        ) from exc
+    return demo
 
 
 class Command(BaseCommand):
     help = (
-        f"Create the demo accounts, users (one per role) and {DEMO_DAYS} days of sessions, "
-        "then print the logins and API tokens. Safe to run again: existing demo data is kept "
-        "unless --reset is given."
+        "Create the demo accounts, users (one per role) and about three months of sessions, "
+        "then print the logins (and API tokens when rest_framework.authtoken is installed). Safe to run "
+        f"again: existing demo data is kept unless --reset is given. Needs the demo extra ({DEMO_EXTRA})."
     )
 
     def add_arguments(self, parser):
@@ -19,9 +33,10 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026, help="Random seed (default 2026).")
 
     def handle(self, *args, reset, seed, **options):
+        demo = demo_module()
         # Demo data spans every account: under Row-Level Security that takes the explicit mode.
         with analytics_cross_account():
-            accounts, logins, created = seed_demo(now=timezone.now(), reset=reset, seed=seed)
+            accounts, logins, created = demo.seed_demo(now=timezone.now(), reset=reset, seed=seed)
         for account in accounts:
             if created[account.slug]:
                 message = f"{created[account.slug]} handoffs created"
@@ -32,6 +47,7 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (password for the browsable API and the admin, token for curl):")
         width = max(len(login.username) for login in logins)
         for login in logins:
+            token = f"  token {login.token}" if login.token else ""
             self.stdout.write(
-                f"  {login.username:<{width}}  password {login.password}  token {login.token}  ({login.description})"
+                f"  {login.username:<{width}}  password {login.password}{token}  ({login.description})"
             )
