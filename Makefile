@@ -19,11 +19,18 @@ BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_bench
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-sqlite test-postgres check clean loadtest bench
+# `make host-smoke`: the wheel in a fresh host project (scripts/host_smoke.py), on SQLite,
+# and on PostgreSQL too when HOST_SMOKE_DATABASE_URL names a database (created afresh).
+HOST_DIR ?= examples/host
+HOST_SETTINGS ?= host.settings
+HOST_SMOKE_DATABASE_URL ?=
+
+.PHONY: help run test test-sqlite test-postgres check clean loadtest bench host-smoke wheel
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
+	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
 	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
@@ -73,7 +80,19 @@ bench: $(VENV)/.installed
 	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.escalations $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis
+	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis build dist *.egg-info
+
+# The wheel a host installs, in dist/ (checked as CI checks it).
+wheel: $(VENV)/.installed
+	rm -rf build dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf build *.egg-info
+	$(BIN)/python scripts/check_wheel.py dist/flowpilot_analytics-*.whl
+
+# Not part of `make test` (it builds a virtualenv: about half a minute); CI runs it on both databases.
+host-smoke: $(VENV)/.installed
+	$(BIN)/python scripts/host_smoke.py --host-dir "$(HOST_DIR)" --settings "$(HOST_SETTINGS)" \
+		$(if $(HOST_SMOKE_DATABASE_URL),--postgres-url "$(HOST_SMOKE_DATABASE_URL)")
 
 # The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
 .PHONY: screenshot
