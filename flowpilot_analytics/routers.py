@@ -2,7 +2,7 @@
 Send the metric's heavy reads to a read replica.
 
 Add ``"flowpilot_analytics.routers.AnalyticsReadRouter"`` to ``DATABASE_ROUTERS``
-and name the replica's alias in ``FLOWPILOT_ANALYTICS_DB_ALIAS``. Reads of the
+and name the replica's alias in ``FLOWPILOT_ANALYTICS["DB_ALIAS"]``. Reads of the
 activity tables (sessions, steps, handoffs) then go to that alias: they are the
 rows the metric scans, and a few seconds of replication lag do not matter to a
 90-day figure. Accounts and memberships stay on the primary, so that who may
@@ -19,7 +19,7 @@ from .conf import app_settings
 
 from .models import AiSession, AiSessionStep, SessionHandoff
 
-SETTING = "FLOWPILOT_ANALYTICS_DB_ALIAS"
+SETTING = 'FLOWPILOT_ANALYTICS["DB_ALIAS"]'
 PRIMARY = "default"
 REPLICATED_MODELS = (AiSession, AiSessionStep, SessionHandoff)
 
@@ -30,7 +30,7 @@ def analytics_db_alias():
 
 
 class AnalyticsReadRouter:
-    """Reads of the activity tables from ``FLOWPILOT_ANALYTICS_DB_ALIAS``; everything else untouched."""
+    """Reads of the activity tables from ``FLOWPILOT_ANALYTICS["DB_ALIAS"]``; everything else untouched."""
 
     def db_for_read(self, model, **hints):
         if model in REPLICATED_MODELS:
@@ -56,7 +56,7 @@ class AnalyticsReadRouter:
 
 @checks.register(checks.Tags.database)
 def check_analytics_db_alias(app_configs=None, **kwargs):
-    """``FLOWPILOT_ANALYTICS_DB_ALIAS`` must name a configured database, and the router be installed."""
+    """``FLOWPILOT_ANALYTICS["DB_ALIAS"]`` must name a configured database, and the router be installed."""
     alias = analytics_db_alias()
     if alias == PRIMARY:
         return []
