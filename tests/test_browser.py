@@ -1,6 +1,7 @@
 """
-In a real browser: headless Chromium logs into the admin, sees the widget and its
-charts, then opens the browsable API page of the endpoint; screenshots are saved.
+In a real browser: headless Chromium logs into the stock admin, follows the index's
+link to the escalation summary page, sees the widget and its charts, then opens the
+browsable API page of the endpoint; screenshots are saved.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs
 them); skipped with the reason where they are missing. JavaScript is switched off,
@@ -90,7 +91,14 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
     AccountFactory(slug="fabrikam", name="Fabrikam Support")  # an account without data yet
     northwind = next(account for account in accounts if account.slug == "northwind")
 
-    widget = log_in(browser, f"{live_server.url}/admin/", "staff", then="#escalation-summary")
+    log_in(browser, f"{live_server.url}/admin/", "staff", then="#content-main")
+    # The stock admin index: the app's section links to the page; the widget is not on the index.
+    assert not browser.find_elements(By.ID, "escalation-summary")
+    browser.save_screenshot(str(tmp_path / "admin-index.png"))
+    browser.find_element(By.CSS_SELECTOR, ".app-flowpilot_analytics a[href$='/escalationsummarypage/']").click()
+    widget = browser.find_element(By.ID, "escalation-summary")
+    assert browser.current_url == f"{live_server.url}/admin/flowpilot_analytics/escalationsummarypage/"
+    assert browser.title.startswith("Escalation summary")
     accounts_shown = [
         element.get_attribute("data-account")
         for element in widget.find_elements(By.CSS_SELECTOR, "tbody[data-account]")
@@ -113,8 +121,14 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
             By.CSS_SELECTOR, "[data-field=median_seconds_to_first_action]"
         ).get_attribute("data-seconds")
     )
-    browser.save_screenshot(str(tmp_path / "admin-index.png"))
-    widget.screenshot(str(tmp_path / "admin-widget.png"))
+    # The README's picture: the page at a laptop's width, as tall as what it shows.
+    browser.set_window_size(1024, 400)
+    page_height = browser.find_element(By.ID, "content").rect
+    page_height = page_height["y"] + page_height["height"] + 20
+    browser.set_window_size(1024, 1000)
+    window_chrome = 1000 - browser.find_element(By.TAG_NAME, "html").rect["height"]
+    browser.set_window_size(1024, int(page_height + window_chrome))
+    browser.find_element(By.ID, "container").screenshot(str(tmp_path / "admin-widget.png"))
 
     api_page = f"/api/v1/analytics/flowpilot/escalations?period=90d&account={northwind.pk}"
     response = log_in(
