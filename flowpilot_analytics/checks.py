@@ -49,7 +49,7 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
 
 @register()
 def check_app_settings(app_configs=None, **kwargs):
-    """Refuses a malformed ``FLOWPILOT_ANALYTICS`` value, naming its key (one id per key, in ``conf.SETTINGS``)."""
+    """Refuses a malformed ``FLOWPILOT_ANALYTICS`` value with the id of its key (``conf.SETTINGS``)."""
     from .conf import DEPRECATED_SETTINGS, SETTING_NAME, SETTINGS, app_settings, setting_label
 
     configured = getattr(settings, SETTING_NAME, None)

@@ -50,7 +50,7 @@ def _positive_int(value):
 
 def _throttle_rate(value):
     if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
-        return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour or day)'
+        return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour, day)'
     return None
 
 

@@ -53,7 +53,7 @@ def analytics_cross_account():
 
 
 def in_cross_account_mode(view):
-    """``view`` run, and its page rendered, in the mode (a ``TemplateResponse`` reads its querysets as it renders)."""
+    """``view`` run, and its page rendered, in the mode (a ``TemplateResponse`` reads rows as it renders)."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):

@@ -66,7 +66,7 @@ class Grants:
         by_privileges = {}
         for table, privileges in self.tables.items():
             by_privileges.setdefault(privileges, []).append(table)
-        parts = [f"{privileges} on {', '.join(sorted(tables))}" for privileges, tables in by_privileges.items()]
+        parts = [f"{privileges} on {', '.join(sorted(names))}" for privileges, names in by_privileges.items()]
         if self.sequences:
             parts.append(f"USAGE, SELECT on the sequences {', '.join(self.sequences)}")
         return "; ".join(parts)

@@ -98,7 +98,7 @@ def wheel_problems(wheel, *, source):
     if metadata and fields["Name"] != DISTRIBUTION:
         problems.append(f"Name is {fields['Name']!r}, expected {DISTRIBUTION!r}")
     if metadata and fields["Version"] != version:
-        problems.append(f"Version is {fields['Version']!r}, but flowpilot_analytics.__version__ is {version!r}")
+        problems.append(f"Version is {fields['Version']!r}, but {PACKAGE}.__version__ is {version!r}")
     requires = fields.get_all("Requires-Dist") or []
     unconditional = {requirement_name(req): req for req in requires if "extra ==" not in req}
     if set(unconditional) != RUNTIME_REQUIREMENTS:

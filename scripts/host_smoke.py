@@ -1,5 +1,5 @@
 """
-The wheel in a fresh host project: build it, check it, install it outside the source tree, run the host's smoke suite.
+The wheel in a fresh host project: build, check, install outside the source tree, smoke-test the host.
 
     python scripts/host_smoke.py [--host-dir examples/host] [--settings host.settings]
                                  [--postgres-url postgres://user@host:5432/name] [--no-sqlite] [--keep]
@@ -201,7 +201,8 @@ def main(argv=None):
         else:
             shutil.rmtree(work, ignore_errors=True)
     ran = " and ".join(label for label, _ in databases)
-    print(f"Host smoke passed on {ran} ({host_dir.name}, {args.settings}) in {time.monotonic() - started:.0f} s")
+    elapsed = time.monotonic() - started
+    print(f"Host smoke passed on {ran} ({host_dir.name}, {args.settings}) in {elapsed:.0f} s")
     return 0
 
 

@@ -75,8 +75,8 @@ def prepare_database():
     print(f"migrating {name} and granting {APP_ROLE} (as the owner)", flush=True)
     manage("migrate", "--noinput", database_url=OWNER_URL)
     # The demo project serves everything as the app role: its own tables too, named explicitly.
-    manage("grant_app_role", APP_ROLE, "--extra-app", "auth", "contenttypes", "sessions", "admin", "authtoken",
-           database_url=OWNER_URL)
+    demo_apps = ["auth", "contenttypes", "sessions", "admin", "authtoken"]
+    manage("grant_app_role", APP_ROLE, "--extra-app", *demo_apps, database_url=OWNER_URL)
     print("loading the demo data (seed_demo --reset)", flush=True)
     manage("seed_demo", "--reset", database_url=OWNER_URL)
     with psycopg.connect(OWNER_URL, autocommit=True) as conn:

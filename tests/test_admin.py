@@ -146,7 +146,9 @@ def test_staff_without_the_pages_view_permission_get_403_and_no_figures(client, 
     assert widget(response).accounts == ["acme", "globex", "zeta"]
 
 
-def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(admin_client, three_accounts, settings):
+def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(
+    admin_client, three_accounts, settings
+):
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "WIDGET_ACCOUNT_LIMIT": 2}
     response = admin_client.get(WIDGET_URL)
     assert widget(response).accounts == ["acme", "globex"]

@@ -93,7 +93,8 @@ def test_the_page_shows_the_widget_in_the_admins_own_frame(admin_client, three_a
 
     assert response.status_code == 200
     assert response.templates[0].name == "admin/flowpilot_analytics/escalation_summary_page.html"
-    assert {("/admin/", "Home"), ("/admin/flowpilot_analytics/", "FlowPilot Analytics")} <= set(links(response))
+    breadcrumbs = {("/admin/", "Home"), ("/admin/flowpilot_analytics/", "FlowPilot Analytics")}
+    assert breadcrumbs <= set(links(response))
     content = response.content.decode()
     assert 'id="escalation-summary"' in content and 'data-account="acme"' in content
     assert "<title>Escalation summary | Django site admin</title>" in content
@@ -139,7 +140,8 @@ def test_no_other_admin_view_runs_in_a_transaction_or_the_cross_account_mode(adm
 def render_tag(user, rf):
     request = rf.get("/admin/")
     request.user = user
-    return Template("{% load flowpilot_admin %}{% escalation_summary_widget %}").render(RequestContext(request))
+    template = Template("{% load flowpilot_admin %}{% escalation_summary_widget %}")
+    return template.render(RequestContext(request))
 
 
 def test_the_template_tag_shows_the_widget_only_to_staff_allowed_to_see_it(rf, three_accounts):

@@ -95,7 +95,8 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
     # The stock admin index: the app's section links to the page; the widget is not on the index.
     assert not browser.find_elements(By.ID, "escalation-summary")
     browser.save_screenshot(str(tmp_path / "admin-index.png"))
-    browser.find_element(By.CSS_SELECTOR, ".app-flowpilot_analytics a[href$='/escalationsummarypage/']").click()
+    index_link = ".app-flowpilot_analytics a[href$='/escalationsummarypage/']"
+    browser.find_element(By.CSS_SELECTOR, index_link).click()
     widget = browser.find_element(By.ID, "escalation-summary")
     assert browser.current_url == f"{live_server.url}/admin/flowpilot_analytics/escalationsummarypage/"
     assert browser.title.startswith("Escalation summary")

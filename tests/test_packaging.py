@@ -25,8 +25,10 @@ HOST = ROOT / "examples" / "host"
 VERSION = flowpilot_analytics.__version__
 
 # Import names of what only the demo, the tests or a database driver bring (pyproject's extras).
-EXTRAS_ONLY_MODULES = ["factory", "hypothesis", "numpy", "selenium", "schemathesis", "pytest", "pytest_django",
-                       "dj_database_url", "drf_spectacular_sidecar", "gunicorn", "psycopg"]
+EXTRAS_ONLY_MODULES = [
+    "factory", "hypothesis", "numpy", "selenium", "schemathesis", "pytest", "pytest_django",
+    "dj_database_url", "drf_spectacular_sidecar", "gunicorn", "psycopg",
+]
 
 RUNTIME_PROBE = """
 import importlib, importlib.abc, json, pkgutil, sys, tempfile
@@ -112,7 +114,8 @@ print(json.dumps(result))
 
 def test_the_app_runs_without_the_demo_and_test_extras(tmp_path):
     """Every module, the admin, the URLs and every command but seed_demo, with the extras' modules blocked."""
-    env = {key: value for key, value in os.environ.items() if key not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
+    env = {name: value for name, value in os.environ.items()
+           if name not in {"DJANGO_SETTINGS_MODULE", "DATABASE_URL"}}
     completed = subprocess.run(
         [sys.executable, "-c", RUNTIME_PROBE, ",".join(EXTRAS_ONLY_MODULES)],
         cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
@@ -191,8 +194,8 @@ def test_missing_templates_static_files_or_migrations_are_refused(tmp_path):
 
 
 def test_dependencies_without_ranges_or_leaking_from_extras_are_refused(tmp_path):
-    wheel = make_wheel(tmp_path, requires=["Django", "djangorestframework<4.0,>=3.16", "drf-spectacular<1.0,>=0.28",
-                                           "factory-boy>=3.3"])
+    requires = ["Django", "djangorestframework<4.0,>=3.16", "drf-spectacular<1.0,>=0.28", "factory-boy>=3.3"]
+    wheel = make_wheel(tmp_path, requires=requires)
     problems = wheel_problems(wheel, source=ROOT)
     assert "Requires-Dist 'Django' has no version range (>=lower,<upper)" in problems
     assert "demo, test or driver dependencies required at run time: factory-boy" in problems

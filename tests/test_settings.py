@@ -202,9 +202,8 @@ def test_an_old_top_level_name_is_a_deprecation_warning_and_its_errors_name_it(s
     assert warning.id == "flowpilot_analytics.W004"
     assert warning.hint == 'Set FLOWPILOT_ANALYTICS["STATEMENT_TIMEOUT_MS"] instead.'
     assert error.id == "flowpilot_analytics.E010"
-    assert error.msg.startswith(
-        'FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS (deprecated name of FLOWPILOT_ANALYTICS["STATEMENT_TIMEOUT_MS"])'
-    )
+    assert error.msg.startswith("FLOWPILOT_ANALYTICS_STATEMENT_TIMEOUT_MS (deprecated name of "
+                                'FLOWPILOT_ANALYTICS["STATEMENT_TIMEOUT_MS"])')
 
 
 def test_every_key_has_its_own_check_id_and_a_default_that_passes_it():

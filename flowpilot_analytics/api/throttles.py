@@ -4,7 +4,7 @@ from ..conf import app_settings
 
 
 class AnalyticsRateThrottle(ScopedRateThrottle):
-    """Per-user rate of the analytics endpoints: ``FLOWPILOT_ANALYTICS["THROTTLE_RATE"]``, read at each request.
+    """Per-user rate of the analytics endpoints: ``FLOWPILOT_ANALYTICS["THROTTLE_RATE"]``, read per request.
 
     The rate is the app's own setting (default ``120/minute``), so it applies in a
     host whose ``REST_FRAMEWORK`` names no ``analytics`` scope; ``None`` lifts it.

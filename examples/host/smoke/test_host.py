@@ -71,10 +71,10 @@ def handoff(account, *, claimed_ago, lag=None, session=None, extra_steps=(), cla
         session=session, account=account, created_at=anchor - timedelta(minutes=1),
         claimed_at=claimed_at, claimed_by=claimed_by,
     )
-    if lag is not None:
-        AiSessionStep.objects.create(session=session, account=account, created_at=claimed_at + timedelta(seconds=lag))
-    for offset in extra_steps:
-        AiSessionStep.objects.create(session=session, account=account, created_at=claimed_at + timedelta(seconds=offset))
+    for offset in ([] if lag is None else [lag]) + list(extra_steps):
+        AiSessionStep.objects.create(
+            session=session, account=account, created_at=claimed_at + timedelta(seconds=offset)
+        )
     return handoff
 
 
