@@ -53,6 +53,7 @@ run: $(VENV)/.installed
 	@echo "  API (browsable):  http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d"
 	@echo "  Log in:           http://$(HOST):$(PORT)/api-auth/login/  (e.g. northwind-engineer / flowpilot-demo)"
 	@echo "  Django admin:     http://$(HOST):$(PORT)/admin/  (staff / flowpilot-demo)"
+	@echo "  Summary widget:   http://$(HOST):$(PORT)/admin/flowpilot_analytics/escalationsummarypage/"
 	@echo "  curl:             curl -H 'Authorization: Token <token above>' 'http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d'"
 	@echo ""
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py runserver $(HOST):$(PORT)
