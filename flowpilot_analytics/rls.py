@@ -3,8 +3,9 @@ PostgreSQL Row-Level Security: binding the tenant to the database transaction.
 
 The policies (migration ``0002_row_level_security``) let a row of an account
 table be seen or written only when its ``account_id`` equals the transaction's
-``flowpilot.account_id`` setting (memberships: when its ``user_id`` equals
-``flowpilot.user_id``), or when ``flowpilot.cross_account`` is ``on`` (see
+``flowpilot.account_id`` setting (memberships are read-only, and also visible
+when their ``user_id`` equals ``flowpilot.user_id``: the request resolves its
+account from them), or when ``flowpilot.cross_account`` is ``on`` (see
 :mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
 reused connection keeps after a transaction that set one, matches nothing.
 
@@ -80,7 +81,7 @@ def tenant_transaction():
 
 
 def bind_user(user, *, statement_timeout_ms):
-    """Lets the transaction read ``user``'s memberships (only), within the statement timeout."""
+    """Lets the transaction read ``user``'s own memberships (no account's rows), within the statement timeout."""
     set_local(
         read_aliases(),
         {
@@ -94,7 +95,7 @@ def bind_user(user, *, statement_timeout_ms):
 
 
 def bind_account(account):
-    """Lets the transaction read ``account``'s rows, and no other account's."""
+    """Lets the transaction read ``account``'s rows (its members included), and no other account's."""
     set_local(read_aliases(), {ACCOUNT_SETTING: account.pk})
 
 

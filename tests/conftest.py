@@ -114,6 +114,14 @@ def app_role(_app_role_in_test_database):
     return _app_role_in_test_database
 
 
+def set_local_role(role):
+    """The rest of the test's transaction runs as ``role``, bound by Row-Level Security (checked)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {role}")
+        cursor.execute("SELECT current_user, row_security_active('ai_session')")
+        assert cursor.fetchone() == (role, True), f"RLS must apply to {role}"
+
+
 @pytest.fixture
 def become_app_role(app_role, db):
     """Returns a function switching the test's transaction to the app role (ends with the test).
@@ -121,12 +129,16 @@ def become_app_role(app_role, db):
     A superuser bypasses RLS even with FORCE, so every RLS assertion runs after
     this. Build the data first: as the app role, writes need a bound account.
     """
+    return lambda: set_local_role(app_role)
+
+
+@pytest.fixture
+def become_serving_role(_app_role_in_test_database, db):
+    """As ``become_app_role`` on PostgreSQL; nothing on SQLite, which has no roles (the test runs on both)."""
 
     def become():
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL ROLE {app_role}")
-            cursor.execute("SELECT current_user, row_security_active('ai_session')")
-            assert cursor.fetchone() == (app_role, True), "RLS must apply to the app role"
+        if _app_role_in_test_database is not None:
+            set_local_role(_app_role_in_test_database)
 
     return become
 

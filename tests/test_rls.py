@@ -127,8 +127,9 @@ def test_queries_without_their_account_filter_see_only_the_bound_account(two_ten
         both = escalation_metrics_by_account(accounts=[account, other_account], period="7d")
         every = escalation_metrics_by_account(period="7d")
 
+    # The bound account's members too (an admin names them), never another account's.
     assert visible == {"AiSession": {account.pk}, "AiSessionStep": {account.pk},
-                       "SessionHandoff": {account.pk}, "Membership": set()}
+                       "SessionHandoff": {account.pk}, "Membership": {account.pk}}
     assert figures(both[account.pk]) == figures(every[account.pk]) == expected
     assert figures(both[other_account.pk]) == figures(every[other_account.pk]) == (0, 0, None, None, None)
 
