@@ -138,6 +138,22 @@ if os.environ.get("FLOWPILOT_ANALYTICS_DATABASE_URL"):
     DATABASES["analytics"]["TEST"] = {"MIRROR": "default"}
 
 # ------------------------------------------------------------------------------
+# Cross-account reads (PostgreSQL with Row-Level Security). The admin summary,
+# the report command and the app's admin pages read every account through
+# DJANGO_CROSS_ACCOUNT_DATABASE_URL: the same database as DATABASE_URL, as the
+# role made by `manage.py grant_cross_account_role`, which the app role cannot
+# become. Unset, they use DATABASE_URL: fine on SQLite or as the tables' owner;
+# under the app role they show no account and say why. README, "Security".
+# ------------------------------------------------------------------------------
+if os.environ.get("DJANGO_CROSS_ACCOUNT_DATABASE_URL"):
+    DATABASES["cross_account"] = dj_database_url.parse(
+        os.environ["DJANGO_CROSS_ACCOUNT_DATABASE_URL"],
+        conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
+    )
+    DATABASES["cross_account"]["TEST"] = {"MIRROR": "default"}
+
+# ------------------------------------------------------------------------------
 # Internationalisation: timestamps are stored in UTC.
 # https://docs.djangoproject.com/en/5.2/topics/i18n/timezones/
 # ------------------------------------------------------------------------------
@@ -188,6 +204,8 @@ FLOWPILOT_ANALYTICS = {
     "STATEMENT_TIMEOUT_MS": env_int("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", 5000),
     # Reads of the activity tables go to the replica when there is one (above).
     "DB_ALIAS": "analytics" if "analytics" in DATABASES else "default",
+    # The faces reading every account use their own connection when there is one (above).
+    "CROSS_ACCOUNT_DB_ALIAS": "cross_account" if "cross_account" in DATABASES else None,
 }
 if not throttle_rate_format.fullmatch(FLOWPILOT_ANALYTICS["THROTTLE_RATE"]):
     raise ImproperlyConfigured(

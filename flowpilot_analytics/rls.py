@@ -5,8 +5,10 @@ The policies (migration ``0002_row_level_security``) let a row of an account
 table be seen or written only when its ``account_id`` equals the transaction's
 ``flowpilot.account_id`` setting (memberships are read-only, and also visible
 when their ``user_id`` equals ``flowpilot.user_id``: the request resolves its
-account from them), or when ``flowpilot.cross_account`` is ``on`` (see
-:mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
+account from them). Two exceptions, neither reachable by the app role whatever
+it sets: a role named in the ``cross_account_readers`` policy reads every
+account, and so does the tables' owner when ``flowpilot.cross_account`` is
+``on`` (see :mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
 reused connection keeps after a transaction that set one, matches nothing.
 
 The settings are made with ``set_config(name, value, true)``: local to the
@@ -28,6 +30,9 @@ STATEMENT_TIMEOUT = "statement_timeout"
 
 # Tables whose rows belong to one account (each has an ``account_id``).
 ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+# The policy, on each of them, naming the roles that read (and write) every account
+# (made by ``grant_cross_account_role``; see :mod:`flowpilot_analytics.db_roles`).
+CROSS_ACCOUNT_POLICY = "cross_account_readers"
 
 _tenant_bound = ContextVar("flowpilot_tenant_bound", default=False)
 
@@ -81,7 +86,7 @@ def tenant_transaction():
 
 
 def bind_user(user, *, statement_timeout_ms):
-    """Lets the transaction read ``user``'s own memberships (no account's rows), within the statement timeout."""
+    """Lets the transaction read ``user``'s own memberships, within the statement timeout."""
     set_local(
         read_aliases(),
         {
