@@ -41,6 +41,21 @@ def env_int(name, default):
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def env_proxy_header(name, default):
+    """``X-Forwarded-Proto: https`` -> ``("HTTP_X_FORWARDED_PROTO", "https")``; ``off`` -> ``None``."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    if value.strip().lower() in {"off", "none", "false", "0"}:
+        return None
+    header, separator, expected = value.partition(":")
+    if not separator or not header.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"{name} must be 'Header-Name: value' (e.g. 'X-Forwarded-Proto: https') or 'off', got {value!r}"
+        )
+    return "HTTP_" + header.strip().upper().replace("-", "_"), expected.strip()
+
+
 def env_list(name, default):
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -60,6 +75,28 @@ if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+# ------------------------------------------------------------------------------
+# HTTPS. With DJANGO_DEBUG off the defaults are those of a site served over HTTPS
+# only, behind a proxy (load balancer, ingress) that terminates TLS and sets
+# X-Forwarded-Proto, overwriting any value the client sent; each has its variable.
+# With debug on (`make run`) they are all off: plain HTTP on localhost.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/#https
+# ------------------------------------------------------------------------------
+# Who says the request came over HTTPS: trust this header only behind a proxy that sets it.
+SECURE_PROXY_SSL_HEADER = env_proxy_header(
+    "DJANGO_SECURE_PROXY_SSL_HEADER", None if DEBUG else ("HTTP_X_FORWARDED_PROTO", "https")
+)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# A year, this host and its subdomains, and consent to browsers' preload lists (a site
+# joins them only when submitted to hstspreload.org). Browsers ignore HSTS over plain HTTP.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("DJANGO_SECURE_HSTS_SECONDS must be 0 (no HSTS) or a positive number of seconds")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
