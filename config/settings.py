@@ -10,6 +10,7 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -92,7 +93,7 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 # joins them only when submitted to hstspreload.org). Browsers ignore HSTS over plain HTTP.
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 if SECURE_HSTS_SECONDS < 0:
-    raise ImproperlyConfigured("DJANGO_SECURE_HSTS_SECONDS must be 0 (no HSTS) or a positive number of seconds")
+    raise ImproperlyConfigured("DJANGO_SECURE_HSTS_SECONDS must be 0 (no HSTS) or a number of seconds")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
@@ -189,6 +190,29 @@ if os.environ.get("DJANGO_CROSS_ACCOUNT_DATABASE_URL"):
         conn_health_checks=True,
     )
     DATABASES["cross_account"]["TEST"] = {"MIRROR": "default"}
+
+# ------------------------------------------------------------------------------
+# Cache. DJANGO_CACHE_URL (or REDIS_URL), redis://host:6379/0, selects Django's
+# Redis cache, shared by every worker: the analytics throttle counts there, so
+# its rate holds across gunicorn's processes. Unset: local memory, per process
+# (each worker then admits the whole rate). The `redis` package is in the demo
+# extra; the app itself needs no Redis. https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+# ------------------------------------------------------------------------------
+_cache_variable = "DJANGO_CACHE_URL" if os.environ.get("DJANGO_CACHE_URL") else "REDIS_URL"
+if os.environ.get(_cache_variable):
+    if urlsplit(os.environ[_cache_variable]).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"{_cache_variable} must be a Redis URL (redis://host:6379/0, rediss://..., unix://...), "
+            f"got {os.environ[_cache_variable]!r}"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ[_cache_variable],
+            # Several projects may share a Redis database.
+            "KEY_PREFIX": "flowpilot_analytics",
+        }
+    }
 
 # ------------------------------------------------------------------------------
 # Internationalisation: timestamps are stored in UTC.

@@ -155,7 +155,8 @@ def test_the_login_cookies_are_secure(production_https, client, django_user_mode
     django_user_model.objects.create_user("alice", password="s3cret-pass")
     proxy = {"X-Forwarded-Proto": "https"}
     client.get("/api-auth/login/", headers=proxy)
-    response = client.post("/api-auth/login/", {"username": "alice", "password": "s3cret-pass"}, headers=proxy)
+    credentials = {"username": "alice", "password": "s3cret-pass"}
+    response = client.post("/api-auth/login/", credentials, headers=proxy)
     assert response.status_code == 302
     assert response.cookies["sessionid"]["secure"] is True
     assert response.cookies["csrftoken"]["secure"] is True
