@@ -6,7 +6,7 @@ the same test database), standing in for a streaming replica. On PostgreSQL,
 (``assume_role``), as a host's cross-account alias would connect as it. Tests that
 read through them say so with ``django_db(databases=[...])``; the faces use the
 default connection unless a test names the alias in ``CROSS_ACCOUNT_DB_ALIAS``
-(a mirror sees only committed rows).
+(a mirror sees only committed rows). The cache is local memory, whatever the environment.
 """
 
 from config.settings import *  # noqa: F401,F403
@@ -22,3 +22,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "TEST": {"MIRROR": "default"},
     }
 FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"] = None
+# Every test clears the cache (throttle counts): never a Redis that REDIS_URL names, which may be
+# shared. The tests of the Redis cache (test_throttle.py) use it under a key prefix of their own.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
