@@ -313,8 +313,17 @@ a column the statement already filters on, so the two columns should stay
 close. The rest of a request's latency above is Django, DRF, gunicorn and the
 load generator sharing the same cores.
 """
-    REPORT.write_text(report)
+    REPORT.write_text(report + kept_sections())
     print(report)
+
+
+def kept_sections():
+    """The page's sections other scripts write (`make loadtest-throttle`), kept as they are."""
+    text = REPORT.read_text() if REPORT.exists() else ""
+    start, end = "<!-- throttle -->", "<!-- /throttle -->"
+    if start not in text or end not in text:
+        return ""
+    return "\n" + text[text.index(start):text.index(end) + len(end)] + "\n"
 
 
 def main():
