@@ -174,6 +174,9 @@ if os.environ.get("FLOWPILOT_ANALYTICS_DATABASE_URL"):
     )
     # Tests create no database for it: it reads the test database of "default".
     DATABASES["analytics"]["TEST"] = {"MIRROR": "default"}
+    # A request that cannot reach the replica reads the primary (docs/scaling.md): a replica
+    # that does not answer at all must not hold it for libpq's default (no timeout).
+    DATABASES["analytics"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 
 # ------------------------------------------------------------------------------
 # Cross-account reads (PostgreSQL with Row-Level Security). The admin summary,

@@ -122,14 +122,13 @@ def analytics_cross_account():
     if rls.in_tenant_scope():
         raise CrossAccountRefused("cross-account mode is not available inside an account-scoped request")
     alias = routers.cross_account_db_alias()
-    if alias:
-        aliases = [alias]
-    else:
-        aliases = sorted(set(rls.read_aliases()) | set(rls.write_aliases()))
-    nested = [name for name in aliases if connections[name].in_atomic_block]
     with ExitStack() as stack:
         if alias:
+            aliases = [alias]
             stack.enter_context(routers.routed_to_cross_account(alias))
+        else:
+            aliases = sorted(set(rls.reachable_read_aliases(stack)) | set(rls.write_aliases()))
+        nested = [name for name in aliases if connections[name].in_atomic_block]
         stack.enter_context(rls.transactions(aliases))
         problems = cross_account_problems(aliases, switch_on=True)
         if alias and ROUTER_PATH not in settings.DATABASE_ROUTERS:

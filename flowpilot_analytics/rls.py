@@ -18,10 +18,11 @@ inside :func:`tenant_transaction`. On SQLite none of this exists: the
 app-level filter by account is the only layer there.
 """
 
+import logging
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 
 ACCOUNT_SETTING = "flowpilot.account_id"
 USER_SETTING = "flowpilot.user_id"
@@ -35,6 +36,8 @@ ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot
 CROSS_ACCOUNT_POLICY = "cross_account_readers"
 
 _tenant_bound = ContextVar("flowpilot_tenant_bound", default=False)
+
+logger = logging.getLogger(__name__)
 
 
 def tenant_models():
@@ -66,6 +69,29 @@ def transactions(aliases):
         yield aliases
 
 
+def reachable_read_aliases(stack):
+    """:func:`read_aliases`, reading the primary for the rest of ``stack`` when a replica cannot be reached.
+
+    Each replica is connected to now, before anything is read (a kept-alive
+    connection is health-checked as Django does on its first query); one that
+    refuses makes the block read the primary instead, logged as a warning: the
+    figures come from the primary's own rows, just without the replica's relief.
+    """
+    from .routers import PRIMARY, reading_from_primary
+
+    aliases = read_aliases()
+    for alias in aliases:
+        if alias == PRIMARY:
+            continue
+        try:
+            connections[alias].cursor().close()
+        except OperationalError as exc:
+            logger.warning("Database %r is unreachable, the analytics reads use the primary: %s", alias, exc)
+            stack.enter_context(reading_from_primary())
+            return read_aliases()
+    return aliases
+
+
 @contextmanager
 def tenant_transaction():
     """The transaction of one read-only request, on every database its reads use.
@@ -77,7 +103,8 @@ def tenant_transaction():
     """
     token = _tenant_bound.set(True)
     try:
-        with transactions(read_aliases()) as aliases:
+        with ExitStack() as stack:
+            aliases = stack.enter_context(transactions(reachable_read_aliases(stack)))
             yield
             for alias in aliases:
                 transaction.set_rollback(True, using=alias)

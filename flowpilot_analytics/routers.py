@@ -11,6 +11,11 @@ read what is always decided on fresh data. Writes always go to the primary.
 Unset (or ``"default"``), the router expresses no opinion and Django's default
 routing applies. How this scales, with figures: docs/scaling.md.
 
+A request that cannot connect to the replica reads the primary instead
+(:func:`flowpilot_analytics.rls.tenant_transaction` decides, once, before its
+first query, and logs it); a replica that cancels a read (a conflict with
+recovery) mid-request is the API's ``503`` with ``Retry-After``.
+
 The same router sends the faces that read every account (inside
 :func:`flowpilot_analytics.cross_account.analytics_cross_account`) to
 ``FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"]``, reads and writes of every model
@@ -34,6 +39,8 @@ APP_LABEL = AiSession._meta.app_label
 
 # The alias every model of the app is read from and written to, inside a cross-account block.
 _cross_account_alias = ContextVar("flowpilot_cross_account_alias", default=None)
+# Set for a request that found the replica unreachable: it reads the primary instead.
+_replica_unavailable = ContextVar("flowpilot_replica_unavailable", default=False)
 
 
 def analytics_db_alias():
@@ -56,6 +63,16 @@ def routed_to_cross_account(alias):
         _cross_account_alias.reset(token)
 
 
+@contextmanager
+def reading_from_primary():
+    """The activity tables are read from the primary until the block ends (the replica is unreachable)."""
+    token = _replica_unavailable.set(True)
+    try:
+        yield
+    finally:
+        _replica_unavailable.reset(token)
+
+
 class AnalyticsReadRouter:
     """Reads of the activity tables from ``FLOWPILOT_ANALYTICS["DB_ALIAS"]``; everything else untouched.
 
@@ -67,7 +84,7 @@ class AnalyticsReadRouter:
         cross_account = _cross_account_alias.get()
         if cross_account is not None and model._meta.app_label == APP_LABEL:
             return cross_account
-        if model in REPLICATED_MODELS:
+        if model in REPLICATED_MODELS and not _replica_unavailable.get():
             alias = analytics_db_alias()
             if alias != PRIMARY:
                 return alias
