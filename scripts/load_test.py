@@ -113,19 +113,25 @@ def start_server():
         "--threads", str(THREADS), "--keep-alive", "30", "--log-level", "warning",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
+    wait_until_serving(server)
+    return server, command
+
+
+def wait_until_serving(server, timeout=30):
+    """Until gunicorn answers on HOST:PORT; stops it and exits when it does not."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(HOST, PORT, timeout=2)
             conn.request("GET", "/api/schema/", headers=PROXY_HEADERS)
             if conn.getresponse().status == 200:
-                return server, command
+                return
         except OSError:
             time.sleep(0.2)
         if server.poll() is not None:
             raise SystemExit(f"gunicorn exited with {server.returncode}")
     server.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within 30 s")
+    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within {timeout} s")
 
 
 def get(conn, token, period):

@@ -86,19 +86,8 @@ def serve(cache_url, access_log):
         "--access-logfile", str(access_log), "--access-logformat", "%(p)s %(s)s %(U)s",
     ]
     server = subprocess.Popen(command, cwd=load_test.ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(load_test.HOST, load_test.PORT, timeout=2)
-            conn.request("GET", "/api/schema/", headers=load_test.PROXY_HEADERS)
-            if conn.getresponse().status == 200:
-                return server, command
-        except OSError:
-            time.sleep(0.2)
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-    server.terminate()
-    raise SystemExit("gunicorn did not answer within 30 s")
+    load_test.wait_until_serving(server)
+    return server, command
 
 
 def hammer(token, seconds):
