@@ -11,8 +11,9 @@ from django.contrib import admin
 
 from .durations import human_duration
 from .models import Account, AiSession, AiSessionStep, Membership, SessionHandoff
+from .clocks import CALENDAR
 from .selectors import first_action_subquery
-from .stats import lag_microseconds, to_seconds
+from .stats import to_seconds
 
 
 @admin.register(Account)
@@ -94,7 +95,7 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
     def seconds_to_first_action(self, handoff):
         if handoff.claimed_at is None:
             return None
-        seconds = to_seconds(lag_microseconds(handoff.claimed_at, getattr(handoff, "first_action_at", None)))
+        seconds = to_seconds(CALENDAR.lag_us(handoff.claimed_at, getattr(handoff, "first_action_at", None)))
         if seconds is None:
             return None
         return f"{human_duration(seconds)} ({seconds:.3f} s)"

@@ -1,4 +1,4 @@
-"""The metric selector: CONTRACT.md "The computation", case by case."""
+"""The metric selector: docs/metric.md, "Definition", case by case; the SQL and Python paths agree."""
 
 import random
 from datetime import timedelta
@@ -8,7 +8,7 @@ from django.db import connection
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flowpilot_analytics import selectors
+from flowpilot_analytics.aggregation import Grouping, aggregate_in_python
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import (
     AccountFactory,
@@ -17,26 +17,19 @@ from flowpilot_analytics.factories import (
     SessionHandoffFactory,
     UserFactory,
 )
+from flowpilot_analytics.figures import Context, summarize_lags
 from flowpilot_analytics.selectors import (
     claimed_handoffs_with_first_action,
+    empty_figures,
     escalation_metrics,
     escalation_metrics_by_account,
+    handoffs_in_window,
 )
-from flowpilot_analytics.stats import summarize_lags
+from flowpilot_analytics.sql import aggregate_in_sql
 from flowpilot_analytics.windows import bucket_edges, custom_window
-from tests.builders import claimed_handoff, step
+from tests.builders import claimed_handoff, figures, step
 
 pytestmark = pytest.mark.django_db
-
-
-def figures(metrics):
-    return (
-        metrics.n_handoffs_claimed,
-        metrics.n_handoffs_with_action,
-        metrics.avg_seconds_to_first_action,
-        metrics.median_seconds_to_first_action,
-        metrics.p95_seconds_to_first_action,
-    )
 
 
 def test_happy_path_with_hand_computed_figures(account, now):
@@ -205,6 +198,7 @@ def reference_summary(lags, now):
     return summarize_lags(
         len(lags),
         [lag for lag in lags if lag is not None],
+        now=now,
         oldest_waiting_claimed_at=now - timedelta(minutes=max(waiting) + 1) if waiting else None,
     )
 
@@ -225,12 +219,14 @@ def test_python_aggregation_equals_the_reference(now, accounts_lags):
     accounts = build_lags(accounts_lags, now)
     start, end = now - timedelta(days=7), now
 
-    in_python = selectors._summaries_in_python(
-        claimed_handoffs_with_first_action(accounts=accounts, start=start, end=end)
+    in_python = aggregate_in_python(
+        claimed_handoffs_with_first_action(accounts=accounts, start=start, end=end),
+        grouping=Grouping(accounts=tuple(account.pk for account in accounts)),
+        context=Context(now=now),
     )
 
     for account, lags in zip(accounts, accounts_lags):
-        assert in_python.get(account.pk, selectors.empty_summary()) == reference_summary(lags, now)
+        assert in_python.get(account.pk, empty_figures(now=now)) == reference_summary(lags, now)
 
 
 @pytest.mark.postgres_only
@@ -243,16 +239,16 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     accounts = build_lags(accounts_lags, now)
     start, end = now - timedelta(days=7), now
     account_ids = [account.pk for account in accounts]
+    handoffs = claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
+    by_account = {"grouping": Grouping(accounts=tuple(account_ids)), "context": Context(now=now)}
 
-    in_sql = selectors._summaries_in_sql(account_ids, start, end, connection)
-    in_python = selectors._summaries_in_python(
-        claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
-    )
+    in_sql = aggregate_in_sql(handoffs, **by_account)
+    in_python = aggregate_in_python(handoffs, **by_account)
 
     # The SQL path answers a row for every account asked, even one without handoffs.
     assert set(in_sql) == set(account_ids)
     for account, lags in zip(accounts, accounts_lags):
-        assert in_sql[account.pk] == in_python.get(account.pk, selectors.empty_summary())
+        assert in_sql[account.pk] == in_python.get(account.pk, empty_figures(now=now))
         assert in_sql[account.pk] == reference_summary(lags, now)
 
 
@@ -263,7 +259,7 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     target=st.one_of(st.none(), st.integers(min_value=0, max_value=10**11)),
 )
 def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, target):
-    """Trend buckets and per-claimer groups: the same figures from SQL and from Python."""
+    """Trend buckets, per-claimer groups, days per account: the same figures from SQL and from Python."""
     assert connection.vendor == "postgresql"
     account = AccountFactory()
     claimers = [None, UserFactory(), UserFactory()]
@@ -274,15 +270,17 @@ def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, t
         if lag is not None:
             step(handoff.session, handoff.claimed_at + timedelta(microseconds=lag))
     window = custom_window(now - timedelta(days=9), now)
-    handoffs = selectors.handoffs_in_window(account=account, window=window)
-    target_us = None if target is None else target
+    handoffs = handoffs_in_window(account=account, window=window)
+    context = Context(now=now, target_seconds=None if target is None else target / 1_000_000)
+    days = tuple(bucket_edges(window, "day"))
 
     for grouping in (
-        selectors._Grouping(bucket_edges=tuple(bucket_edges(window, "day"))),
-        selectors._Grouping(field="claimed_by_id"),
-        selectors._Grouping(),
+        Grouping(bucket_edges=days),
+        Grouping(field="claimed_by_id"),
+        Grouping(),
+        Grouping(accounts=(account.pk,), bucket_edges=days),
     ):
-        in_sql = selectors._grouped_in_sql(handoffs, grouping, target_us, connection)
-        in_python = selectors._grouped_in_python(handoffs, grouping, target_us)
+        in_sql = aggregate_in_sql(handoffs, grouping=grouping, context=context)
+        in_python = aggregate_in_python(handoffs, grouping=grouping, context=context)
         assert in_sql == in_python
         assert sum(summary.n_handoffs_claimed for summary in in_sql.values()) == len(lags)
