@@ -16,7 +16,6 @@ from .factories import (
     AccountFactory,
     AiSessionFactory,
     AiSessionStepFactory,
-    MembershipFactory,
     SessionHandoffFactory,
     UserFactory,
 )

@@ -126,23 +126,6 @@ def escalation_metrics_by_account(*, accounts=None, period=None, window=None, no
     }
 
 
-def escalation_figures_grouped(*, handoffs, now=None, field=None, bucket_edges=None, target_seconds=None):
-    """The figures of ``handoffs`` grouped in one query: ``{key: Figures}``.
-
-    ``handoffs`` comes from :func:`handoffs_in_window` (already scoped to one
-    account and narrowed as the caller likes). The key is the value of the
-    handoff column ``field`` (e.g. ``"claimed_by_id"``), or, with
-    ``bucket_edges`` (sorted aware instants), the index ``i`` of the bucket
-    ``edges[i] <= claimed_at < edges[i + 1]``; with neither, ``None``. Groups
-    without handoffs are absent: the caller knows which keys it expects.
-    """
-    return aggregate(
-        handoffs,
-        grouping=Grouping(field=field, bucket_edges=tuple(bucket_edges) if bucket_edges else None),
-        context=Context(now=now or timezone.now(), target_seconds=target_seconds),
-    )
-
-
 def empty_figures(*, now=None, target_seconds=None):
     """The figures of a window (or group) without any claimed handoff."""
     return summarize(Lags(), Context(now=now, target_seconds=target_seconds))
@@ -155,9 +138,12 @@ def escalation_trend(*, account, window, interval, now=None):
     counts. The first and last keep their whole range but count only the
     window's claims.
     """
+    now = now or timezone.now()
     edges = bucket_edges(window, interval)
-    by_bucket = escalation_figures_grouped(
-        handoffs=handoffs_in_window(account=account, window=window), now=now, bucket_edges=edges
+    by_bucket = aggregate(
+        handoffs_in_window(account=account, window=window),
+        grouping=Grouping(bucket_edges=tuple(edges)),
+        context=Context(now=now),
     )
     empty = empty_figures(now=now)
     return [
@@ -218,7 +204,7 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     """
     now = now or timezone.now()
     handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
-    grouped = escalation_figures_grouped(handoffs=handoffs, now=now, field="claimed_by_id")
+    grouped = aggregate(handoffs, grouping=Grouping(field="claimed_by_id"), context=Context(now=now))
     # A claimer of the window is named; a user asked for by id only when a member
     # of the account, so that ids of other tenants' users cannot be probed.
     users = get_user_model().objects.filter(pk__in=[key for key in grouped if key is not None])
