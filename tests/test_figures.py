@@ -22,6 +22,7 @@ from flowpilot_analytics.figures import (
     TARGET,
     Context,
     Figures,
+    Lags,
     figures_from_aggregates,
     in_sections,
     summarize_lags,
@@ -65,26 +66,17 @@ def test_each_answer_carries_the_spec_figures_in_response_order():
 
 
 def test_figures_are_read_by_name_whatever_the_order_of_the_aggregates():
-    lags = [5_000_000, 90_000_000, 7_200_000_000]
-    summary = summarize_lags(4, lags, now=NOW, oldest_waiting_claimed_at=NOW - timedelta(hours=1))
-    aggregates = {
-        "n_handoffs_claimed": 4,
-        "n_handoffs_with_action": 3,
-        "avg_seconds_to_first_action": sum(lags),
-        "median_seconds_to_first_action": 90_000_000.0,
-        "p75_seconds_to_first_action": 3_645_000_000.0,
-        "p90_seconds_to_first_action": 5_778_000_000.0,
-        "p95_seconds_to_first_action": 6_489_000_000.0,
-        "max_seconds_to_first_action": 7_200_000_000,
-        "oldest_waiting_seconds": NOW - timedelta(hours=1),
-        "distribution": [1, 1, 0, 0, 1, 0, 0],
-        "n_handoffs_within_target": 0,
-    }
+    lags = Lags(4, [5_000_000, 90_000_000, 7_200_000_000], NOW - timedelta(hours=1))
+    context = Context(now=NOW, target_seconds=60)
+    aggregates = {figure.name: figure.python(lags, context) for figure in FIGURES if figure.python is not None}
 
-    for order in (list(aggregates), list(reversed(aggregates))):
-        shuffled = {name: aggregates[name] for name in order}
-        assert figures_from_aggregates(shuffled, Context(now=NOW)) == summary
-    assert summary.oldest_waiting_seconds == 3600.0 and summary.n_handoffs_without_action == 1
+    summary = figures_from_aggregates(aggregates, context)
+    assert figures_from_aggregates(dict(reversed(aggregates.items())), context) == summary
+    assert summary == summarize_lags(
+        4, lags.sorted_us, now=NOW, target_seconds=60, oldest_waiting_claimed_at=NOW - timedelta(hours=1)
+    )
+    assert (summary.n_handoffs_without_action, summary.oldest_waiting_seconds) == (1, 3600.0)
+    assert (summary.n_handoffs_within_target, summary.within_target_rate) == (1, 0.3333)
 
 
 def test_the_report_table_is_headed_by_the_figures_labels():
