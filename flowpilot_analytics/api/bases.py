@@ -9,7 +9,7 @@ answer; who may read which account, in which transaction, is settled here.
 from django.db import OperationalError
 from django.http import Http404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -103,22 +103,32 @@ ACCOUNT_PARAMETER = OpenApiParameter(
 )
 
 
-def analytics_schema(*, operation_id, summary, query, ok, ok_description=schema.OK):
-    """The OpenAPI description of an analytics endpoint: its query parameters and every answer."""
-    return extend_schema(
-        operation_id=operation_id,
-        summary=summary,
-        parameters=[query, ACCOUNT_PARAMETER],
-        responses={
-            200: OpenApiResponse(ok, description=ok_description),
-            400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
-            401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
-            403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
-            404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
-            429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
-            503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
-        },
-    )
+def analytics_schema(*, operation_id, summary, ok_description=schema.OK):
+    """Class decorator: the OpenAPI description of an analytics endpoint, its query and every answer.
+
+    The query parameters and the 200 body are the view's own ``query_serializer_class``
+    and ``output_serializer_class``.
+    """
+
+    def describe(view):
+        return extend_schema_view(
+            get=extend_schema(
+                operation_id=operation_id,
+                summary=summary,
+                parameters=[view.query_serializer_class, ACCOUNT_PARAMETER],
+                responses={
+                    200: OpenApiResponse(view.output_serializer_class, description=ok_description),
+                    400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
+                    401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
+                    403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
+                    404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
+                    429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
+                    503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
+                },
+            )
+        )(view)
+
+    return describe
 
 
 class WindowedApi(AccountScopedApi):
@@ -135,7 +145,6 @@ class WindowedApi(AccountScopedApi):
     # The CSV's name, and which list of the response (if any) gives its lines.
     csv_name = "escalations"
     csv_rows_key = None
-    csv_row_serializer = None
 
     def query(self, request):
         """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window."""
@@ -155,7 +164,11 @@ class WindowedApi(AccountScopedApi):
 
     def finalize_response(self, request, response, *args, **kwargs):
         renderer = getattr(request, "accepted_renderer", None)
-        if isinstance(response, Response) and response.status_code >= 400 and isinstance(renderer, CsvRenderer):
+        if (
+            isinstance(response, Response)
+            and response.status_code >= 400
+            and isinstance(renderer, CsvRenderer)
+        ):
             # An error asked for as CSV is a JSON body, as the schema documents.
             request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
         return super().finalize_response(request, response, *args, **kwargs)
@@ -172,20 +185,31 @@ class WindowedApi(AccountScopedApi):
     def wants_csv(self, request):
         return request.accepted_renderer.format == CsvRenderer.format
 
-    def respond(self, answer):
-        """``answer`` (with its ``window``) rendered by the output serializer."""
-        with self.in_time_zone():
-            return Response(self.output_serializer_class(answer).data)
+    @property
+    def csv_row_serializer(self):
+        """The serializer of one line of the CSV: the output's list ``csv_rows_key``, item by item."""
+        return self.output_serializer_class().fields[self.csv_rows_key].child if self.csv_rows_key else None
 
-    def stream_csv(self, answer, rows, *, leave_out=()):
-        """The CSV of ``answer`` with a line per row of ``rows``, rendered as it streams."""
+    def respond(self, **fields):
+        """The answer: the window and ``fields``, rendered by the output serializer."""
+        with self.in_time_zone():
+            return Response(self.output_serializer_class({"window": self.window, **fields}).data)
+
+    def stream_csv(self, rows, *, leave_out=(), **fields):
+        """The CSV of the answer (the window, ``fields``), a line per row of ``rows``, rendered as it streams.
+
+        ``leave_out`` names the answer's fields the CSV has no column for.
+        """
+        answer = {"window": self.window, **fields, **dict.fromkeys(leave_out), self.csv_rows_key: []}
+        left_out = {self.csv_rows_key, *leave_out}
+        row_serializer = self.csv_row_serializer
 
         def lines():
             with self.in_time_zone():
-                data = self.output_serializer_class({**answer, self.csv_rows_key: []}).data
-                envelope = {name: value for name, value in data.items() if name not in (self.csv_rows_key, *leave_out)}
-                rendered = (self.csv_row_serializer.to_representation(row) for row in rows)
-                yield from csv_lines(envelope, rendered, row_serializer=self.csv_row_serializer)
+                data = self.output_serializer_class(answer).data
+                envelope = {name: value for name, value in data.items() if name not in left_out}
+                rendered = (row_serializer.to_representation(row) for row in rows)
+                yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
 
         return streaming_csv(lines(), disposition=self.csv_disposition())
 

@@ -14,19 +14,21 @@ from .bases import ClaimerScopedApi, WindowedApi, analytics_schema
 from .pagination import HandoffKeysetPagination
 from .serializers import (
     ClaimerQuerySerializer,
-    EngineerFiguresSerializer,
     EscalationHandoffsOutputSerializer,
     EscalationMetricsInputSerializer,
     EscalationMetricsOutputSerializer,
     EscalationsByEngineerOutputSerializer,
     EscalationTrendOutputSerializer,
-    HandoffRowSerializer,
     HandoffsQuerySerializer,
-    TrendBucketSerializer,
     TrendQuerySerializer,
 )
 
 
+@analytics_schema(
+    operation_id="escalation_metrics",
+    summary="Post-claim activity lag of one account's escalations",
+    ok_description=schema.OK + " `previous` and `change` only with compare=previous.",
+)
 class EscalationMetricsApi(WindowedApi):
     """Post-claim activity lag of the account's escalated sessions.
 
@@ -39,28 +41,26 @@ class EscalationMetricsApi(WindowedApi):
     query_serializer_class = EscalationMetricsInputSerializer
     output_serializer_class = EscalationMetricsOutputSerializer
 
-    @analytics_schema(
-        operation_id="escalation_metrics",
-        summary="Post-claim activity lag of one account's escalations",
-        query=EscalationMetricsInputSerializer,
-        ok=EscalationMetricsOutputSerializer,
-        ok_description=schema.OK + " `previous` and `change` only with compare=previous.",
-    )
     def get(self, request):
         params = self.query(request)
         target = params.get("target_seconds")
         metrics = escalation_metrics(
             account=self.account, window=self.window, now=self.now, target_seconds=target
         )
-        answer = {"window": self.window, **metrics.figures.as_dict()}
-        if params.get("compare") == "previous":
-            previous = escalation_metrics(
-                account=self.account, window=self.window.previous(), now=self.now, target_seconds=target
-            )
-            answer |= {"previous": previous, "change": figure_changes(metrics, previous)}
-        return self.respond(answer)
+        if params.get("compare") != "previous":
+            return self.respond(**metrics.figures.as_dict())
+        previous = escalation_metrics(
+            account=self.account, window=self.window.previous(), now=self.now, target_seconds=target
+        )
+        change = figure_changes(metrics, previous)
+        return self.respond(**metrics.figures.as_dict(), previous=previous, change=change)
 
 
+@analytics_schema(
+    operation_id="escalation_trend",
+    summary="Post-claim activity lag per day or week",
+    ok_description="One row per day or week of the window, oldest first.",
+)
 class EscalationTrendApi(WindowedApi):
     """The escalation figures per day or week of the window, in the caller's time zone.
 
@@ -72,32 +72,23 @@ class EscalationTrendApi(WindowedApi):
     output_serializer_class = EscalationTrendOutputSerializer
     csv_name = "escalations-trend"
     csv_rows_key = "buckets"
-    csv_row_serializer = TrendBucketSerializer()
 
-    @analytics_schema(
-        operation_id="escalation_trend",
-        summary="Post-claim activity lag per day or week",
-        query=TrendQuerySerializer,
-        ok=EscalationTrendOutputSerializer,
-        ok_description="One row per day or week of the window, oldest first.",
-    )
     def get(self, request):
         params = self.query(request)
         buckets = escalation_trend(
             account=self.account, window=self.window, interval=params["interval"], now=self.now
         )
-        return self.respond(
-            {
-                "window": self.window,
-                "interval": params["interval"],
-                "buckets": [
-                    {"range_start": start, "range_end": end, **figures.as_dict()}
-                    for start, end, figures in buckets
-                ],
-            }
-        )
+        buckets = [
+            dict(figures.as_dict(), range_start=start, range_end=end) for start, end, figures in buckets
+        ]
+        return self.respond(interval=params["interval"], buckets=buckets)
 
 
+@analytics_schema(
+    operation_id="escalations_by_engineer",
+    summary="Post-claim activity lag per claiming engineer",
+    ok_description="One row per claimer, by name; the deleted claimers last.",
+)
 class EscalationsByEngineerApi(ClaimerScopedApi):
     """The escalation figures of each engineer who claimed handoffs in the window.
 
@@ -110,31 +101,23 @@ class EscalationsByEngineerApi(ClaimerScopedApi):
     output_serializer_class = EscalationsByEngineerOutputSerializer
     csv_name = "escalations-by-engineer"
     csv_rows_key = "engineers"
-    csv_row_serializer = EngineerFiguresSerializer()
 
-    @analytics_schema(
-        operation_id="escalations_by_engineer",
-        summary="Post-claim activity lag per claiming engineer",
-        query=ClaimerQuerySerializer,
-        ok=EscalationsByEngineerOutputSerializer,
-        ok_description="One row per claimer, by name; the deleted claimers last.",
-    )
     def get(self, request):
         params = self.query(request)
         rows = escalation_metrics_by_engineer(
             account=self.account, window=self.window, now=self.now, claimed_by=self.claimer(request, params)
         )
-        return self.respond(
-            {
-                "window": self.window,
-                "engineers": [
-                    {"engineer_id": key, "engineer_name": name, **figures.as_dict()}
-                    for key, name, figures in rows
-                ],
-            }
-        )
+        engineers = [
+            dict(figures.as_dict(), engineer_id=key, engineer_name=name) for key, name, figures in rows
+        ]
+        return self.respond(engineers=engineers)
 
 
+@analytics_schema(
+    operation_id="escalation_handoffs",
+    summary="The claimed handoffs of the window, with their lag",
+    ok_description="A page of handoffs; seconds_to_first_action is computed as the summary's figures are.",
+)
 class EscalationHandoffsApi(ClaimerScopedApi):
     """The claimed handoffs of the window, one by one: who claimed each and how long until the first action.
 
@@ -149,15 +132,7 @@ class EscalationHandoffsApi(ClaimerScopedApi):
     pagination_class = HandoffKeysetPagination
     csv_name = "escalations-handoffs"
     csv_rows_key = "results"
-    csv_row_serializer = HandoffRowSerializer()
 
-    @analytics_schema(
-        operation_id="escalation_handoffs",
-        summary="The claimed handoffs of the window, with their lag",
-        query=HandoffsQuerySerializer,
-        ok=EscalationHandoffsOutputSerializer,
-        ok_description="A page of handoffs; seconds_to_first_action is computed as the summary's figures are.",
-    )
     def get(self, request):
         params = self.query(request)
         handoffs = handoffs_of_claimer(
@@ -166,12 +141,10 @@ class EscalationHandoffsApi(ClaimerScopedApi):
         if "has_action" in params:
             handoffs = handoffs.filter(first_action_at__isnull=not params["has_action"])
         paginator = self.pagination_class()
-        answer = {"window": self.window, "ordering": params["ordering"]}
         if self.wants_csv(request):
             # Fetched here, inside the request's transaction (RLS is bound to it);
             # only the rendering is streamed, after the view has returned.
             rows = list(handoff_rows(paginator.ordered(handoffs, params)))
-            no_page = dict.fromkeys(paginator.page_fields)
-            return self.stream_csv({**answer, **no_page}, rows, leave_out=paginator.page_fields)
+            return self.stream_csv(rows, ordering=params["ordering"], leave_out=paginator.page_fields)
         rows = paginator.paginate_queryset(handoffs, request, view=self)
-        return self.respond({**answer, **paginator.get_page(rows)})
+        return self.respond(ordering=params["ordering"], **paginator.get_page(rows))
