@@ -1,7 +1,7 @@
 """CSV for every analytics endpoint: ``format=csv`` or ``Accept: text/csv``.
 
 The columns are the JSON's fields, nested ones flattened with ``_`` (e.g.
-``previous_avg_seconds_to_first_action``), the lag distribution as one column
+``previous_<figure>``, ``change_<figure>``), the lag distribution as one column
 per bucket (``distribution_under_1m``: its count). An endpoint answering a
 list (trend buckets, engineers, handoffs) gives one line per item: the
 response's own fields first, repeated on every line, then the item's.
