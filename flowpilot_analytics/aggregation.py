@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.db import connections
 
 from .figures import Lags, summarize
-from .sql import aggregate_in_sql
+from .sql import HANDOFF_COLUMNS, aggregate_in_sql
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def aggregate_in_python(handoffs, *, grouping=Grouping(), context):
     """:func:`aggregate` on any database: the handoffs' lags streamed into Python, one query."""
     if grouping.accounts is not None:
         handoffs = handoffs.filter(account_id__in=grouping.accounts)
-    columns = ["account_id", "claimed_at", "first_action_at"] + ([grouping.field] if grouping.field else [])
+    columns = ["account_id", *HANDOFF_COLUMNS, *([grouping.field] if grouping.field else [])]
     claimed = defaultdict(int)
     lags = defaultdict(list)
     oldest_waiting = {}

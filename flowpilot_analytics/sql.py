@@ -42,6 +42,7 @@ from django.db.models.expressions import RawSQL
 
 from .figures import FIGURES, figures_from_aggregates
 
+# The inputs of a handoff, named columns of the handoffs query (the Python path reads them too).
 HANDOFF_COLUMNS = ("claimed_at", "first_action_at")
 GROUP_KEY = "group_key"
 # The alias of the requested accounts, when grouping by account.
