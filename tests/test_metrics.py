@@ -8,7 +8,8 @@ from django.db import connection
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flowpilot_analytics.aggregation import Grouping, aggregate_in_python
+from flowpilot_analytics.aggregation import Grouping, aggregate, aggregate_in_python
+from flowpilot_analytics.clocks import CALENDAR
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import (
     AccountFactory,
@@ -161,6 +162,39 @@ def test_one_query_whatever_the_number_of_handoffs(account, now, django_assert_n
         claimed_handoff(account, claimed_at=now - timedelta(hours=index), lag=index)
     with django_assert_num_queries(1):
         escalation_metrics(account=account, period="7d", now=now)
+
+
+class TwiceTheCalendar:
+    """A stand-in for another clock (business hours will be one): every lag doubled."""
+
+    name = "twice"
+
+    def lag_sql(self):
+        sql, params = CALENDAR.lag_sql()
+        return f"2 * {sql}", params
+
+    def lag_us(self, claimed_at, first_action_at):
+        lag = CALENDAR.lag_us(claimed_at, first_action_at)
+        return None if lag is None else 2 * lag
+
+
+def test_another_clock_changes_the_lags_and_nothing_else(account, now):
+    for hours_ago, lag in [(1, 30), (5, 60), (30, 120.5)]:
+        claimed_handoff(account, claimed_at=now - timedelta(hours=hours_ago), lag=lag)
+    claimed_handoff(account, claimed_at=now - timedelta(hours=2))
+    handoffs = handoffs_in_window(account=account, window=custom_window(now - timedelta(days=7), now))
+
+    [calendar] = aggregate(handoffs, context=Context(now=now, target_seconds=100)).values()
+    [twice] = aggregate(handoffs, context=Context(now=now, target_seconds=100, clock=TwiceTheCalendar())).values()
+
+    assert figures(calendar) == (4, 3, 70.167, 60.0, 114.45)
+    assert figures(twice) == (4, 3, 140.333, 120.0, 228.9)
+    assert (calendar.n_handoffs_within_target, twice.n_handoffs_within_target) == (2, 1)
+    assert twice.oldest_waiting_seconds == calendar.oldest_waiting_seconds == 7200.0
+    if connection.vendor == "postgresql":
+        context = Context(now=now, target_seconds=100, clock=TwiceTheCalendar())
+        in_python = aggregate_in_python(handoffs, context=context)
+        assert aggregate_in_sql(handoffs, grouping=Grouping(), context=context) == in_python
 
 
 # Lags in microseconds: None is a claimed handoff without action. Drawing from a
