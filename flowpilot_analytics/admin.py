@@ -22,9 +22,10 @@ from django.urls import path
 from .admin_widget import escalation_summary_context
 from .cross_account import CrossAccountModelAdminMixin
 from .durations import human_duration
+from .clocks import CALENDAR
 from .models import Account, AiSession, AiSessionStep, EscalationSummaryPage, Membership, SessionHandoff
 from .selectors import first_action_subquery
-from .stats import lag_microseconds, to_seconds
+from .stats import to_seconds
 
 
 @admin.register(EscalationSummaryPage)
@@ -145,7 +146,7 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
     def seconds_to_first_action(self, handoff):
         if handoff.claimed_at is None:
             return None
-        seconds = to_seconds(lag_microseconds(handoff.claimed_at, getattr(handoff, "first_action_at", None)))
+        seconds = to_seconds(CALENDAR.lag_us(handoff.claimed_at, getattr(handoff, "first_action_at", None)))
         if seconds is None:
             return None
         return f"{human_duration(seconds)} ({seconds:.3f} s)"

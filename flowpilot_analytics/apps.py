@@ -9,4 +9,3 @@ class FlowpilotAnalyticsConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the system checks)
-        from . import routers  # noqa: F401  (registers the read-replica system check)

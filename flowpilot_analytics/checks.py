@@ -7,6 +7,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError, connections
 
 from .rls import read_aliases
+from .routers import PRIMARY, SETTING, AnalyticsReadRouter, analytics_db_alias
 
 
 @register(Tags.database)
@@ -103,6 +104,32 @@ def check_app_settings(app_configs=None, **kwargs):
                 id=setting.check_id,
             ))
     return messages
+
+
+@register(Tags.database)
+def check_analytics_db_alias(app_configs=None, **kwargs):
+    """``FLOWPILOT_ANALYTICS["DB_ALIAS"]`` must name a configured database, and the router be installed."""
+    alias = analytics_db_alias()
+    if alias == PRIMARY:
+        return []
+    errors = []
+    if alias not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"{SETTING} is {alias!r}, which is not a key of DATABASES.",
+                hint=f"Add the replica to DATABASES as {alias!r}, or unset {SETTING}.",
+                id="flowpilot_analytics.E101",
+            )
+        )
+    router_path = f"{AnalyticsReadRouter.__module__}.{AnalyticsReadRouter.__name__}"
+    if router_path not in settings.DATABASE_ROUTERS:
+        errors.append(
+            Warning(
+                f"{SETTING} is set but {router_path} is not in DATABASE_ROUTERS: it has no effect.",
+                id="flowpilot_analytics.W101",
+            )
+        )
+    return errors
 
 
 @register()

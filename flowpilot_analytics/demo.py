@@ -17,7 +17,6 @@ from .factories import (
     AccountFactory,
     AiSessionFactory,
     AiSessionStepFactory,
-    MembershipFactory,
     SessionHandoffFactory,
     UserFactory,
 )

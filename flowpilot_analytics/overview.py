@@ -3,9 +3,9 @@ Every account at a glance: the figures of each period, a daily series, sorted by
 
 Read by the admin summary widget. The figures come from
 :func:`~flowpilot_analytics.selectors.escalation_metrics_by_account` (the API's
-own code, one grouped statement per period); the daily series reuses the
-selector's handoff queryset and :mod:`~flowpilot_analytics.stats`, so there is
-still one definition of a lag and of a median.
+own code, one grouped statement per period); the daily series from the same
+grouped aggregation, per account and day, so there is one definition of a lag
+and of a median.
 
 "Needs attention" is judged on the 30-day figures: the lowest action rate first
 (claimed handoffs nobody acted on are the conversion gap), then the highest p95,
@@ -13,20 +13,18 @@ then the highest median; accounts with no claimed handoff in 30 days come last,
 shown as such, never hidden.
 """
 
-from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.utils import timezone
 
+from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
 from .models import Account
-from .periods import PERIODS
-from .selectors import EscalationMetrics, claimed_handoffs_with_first_action, escalation_metrics_by_account
-from .stats import lag_microseconds, percentile, to_seconds
+from .selectors import EscalationMetrics, escalation_figures_by_day, escalation_metrics_by_account
+from .windows import PERIODS
 
 ATTENTION_PERIOD = "30d"
 CHART_DAYS = 30
-_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ class AccountSummary:
     @property
     def has_data(self):
         """Whether any handoff was claimed in the longest period."""
-        return any(metrics.n_handoffs_claimed for metrics in self.figures)
+        return any(N_HANDOFFS_CLAIMED.of(metrics) for metrics in self.figures)
 
 
 @dataclass(frozen=True)
@@ -66,15 +64,9 @@ def attention_key(summary):
     """Sort key putting the accounts that most need attention first (see the module docstring)."""
     metrics = summary.for_period(ATTENTION_PERIOD)
     name = (summary.account.name.casefold(), summary.account.pk)
-    if not metrics.n_handoffs_claimed:
+    if not N_HANDOFFS_CLAIMED.of(metrics):
         return (1, 0.0, 0.0, 0.0, name)
-    return (
-        0,
-        metrics.action_rate,
-        -(metrics.p95_seconds_to_first_action or 0.0),
-        -(metrics.median_seconds_to_first_action or 0.0),
-        name,
-    )
+    return (0, ACTION_RATE.of(metrics), -(P95.of(metrics) or 0.0), -(MEDIAN.of(metrics) or 0.0), name)
 
 
 def escalation_summary(*, accounts=None, now=None, limit=None):
@@ -119,27 +111,18 @@ def daily_median_seconds_by_account(*, accounts, days=CHART_DAYS, now=None):
     """``{account_id: (median lag in seconds or None, ...)}``, one value per 24 hours, oldest first.
 
     Day ``k`` back holds the handoffs claimed in ``(now - (k+1)×24h, now - k×24h]``
-    (the window's first instant goes to the oldest day). One query over the
-    handoffs of the window; the medians are the contract's (``stats.percentile``).
+    (the window's first instant goes to the oldest day). One query for every
+    account and day (:func:`~flowpilot_analytics.selectors.escalation_figures_by_day`).
     """
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days!r}")
-    now = now or timezone.now()
     account_ids = list(accounts)
-    lags = defaultdict(lambda: [[] for _ in range(days)])
     if not account_ids:
         return {}
-    rows = claimed_handoffs_with_first_action(
-        accounts=account_ids, start=now - days * _DAY, end=now
-    ).values_list("account_id", "claimed_at", "first_action_at")
-    for account_id, claimed_at, first_action_at in rows.iterator(chunk_size=5000):
-        lag = lag_microseconds(claimed_at, first_action_at)
-        if lag is None:
-            continue
-        days_ago = min((now - claimed_at) // _DAY, days - 1)
-        lags[account_id][days - 1 - days_ago].append(lag)
-    # An account without any lag gets its empty days from the defaultdict: all None.
+    by_day = escalation_figures_by_day(accounts=account_ids, days=days, now=now)
     return {
-        account_id: tuple(to_seconds(percentile(sorted(day), 0.5)) for day in lags[account_id])
+        account_id: tuple(
+            MEDIAN.of(by_day[account_id, day]) if (account_id, day) in by_day else None for day in range(days)
+        )
         for account_id in account_ids
     }

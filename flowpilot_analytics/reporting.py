@@ -14,19 +14,23 @@ import os
 import tempfile
 
 from .durations import NO_VALUE, percent
+from .figures import ACTION_RATE, CONTRACT, COUNT, N_HANDOFFS_CLAIMED, N_HANDOFFS_WITH_ACTION, in_sections
 
 FORMATS = ("table", "json", "csv")
 
-# Table columns: (heading, key, align right?). Seconds keep the API's three decimals.
+
+def _heading(figure):
+    return f"{figure.label} {figure.kind.unit}".strip().upper()
+
+
+# Table columns: (heading, key, align right?); the contract's counts, the action
+# rate (from the counts), then its seconds, which keep the API's three decimals.
 _TABLE_COLUMNS = (
     ("ACCOUNT", "account", False),
     ("ID", "account_id", True),
-    ("CLAIMED", "n_handoffs_claimed", True),
-    ("WITH ACTION", "n_handoffs_with_action", True),
-    ("ACTION RATE", None, True),
-    ("AVG S", "avg_seconds_to_first_action", True),
-    ("MEDIAN S", "median_seconds_to_first_action", True),
-    ("P95 S", "p95_seconds_to_first_action", True),
+    *((_heading(figure), figure.name, True) for figure in in_sections(CONTRACT) if figure.kind is COUNT),
+    (_heading(ACTION_RATE), None, True),
+    *((_heading(figure), figure.name, True) for figure in in_sections(CONTRACT) if figure.kind is not COUNT),
 )
 
 
@@ -47,7 +51,7 @@ def render_csv(rows, *, fields):
 
 def _table_cell(row, key):
     if key is None:
-        return percent(row["n_handoffs_with_action"], row["n_handoffs_claimed"])
+        return percent(row[N_HANDOFFS_WITH_ACTION.name], row[N_HANDOFFS_CLAIMED.name])
     value = row[key]
     if value is None:
         return NO_VALUE

@@ -25,11 +25,7 @@ of the app, for the length of the block only.
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.conf import settings
-from django.core import checks
-
 from .conf import app_settings
-
 from .models import AiSession, AiSessionStep, SessionHandoff
 
 SETTING = 'FLOWPILOT_ANALYTICS["DB_ALIAS"]'
@@ -110,29 +106,3 @@ class AnalyticsReadRouter:
         if db != PRIMARY and db in {analytics_db_alias(), cross_account_db_alias()}:
             return False
         return None
-
-
-@checks.register(checks.Tags.database)
-def check_analytics_db_alias(app_configs=None, **kwargs):
-    """``FLOWPILOT_ANALYTICS["DB_ALIAS"]`` must name a configured database, and the router be installed."""
-    alias = analytics_db_alias()
-    if alias == PRIMARY:
-        return []
-    errors = []
-    if alias not in settings.DATABASES:
-        errors.append(
-            checks.Error(
-                f"{SETTING} is {alias!r}, which is not a key of DATABASES.",
-                hint=f"Add the replica to DATABASES as {alias!r}, or unset {SETTING}.",
-                id="flowpilot_analytics.E101",
-            )
-        )
-    router_path = f"{AnalyticsReadRouter.__module__}.{AnalyticsReadRouter.__name__}"
-    if router_path not in settings.DATABASE_ROUTERS:
-        errors.append(
-            checks.Warning(
-                f"{SETTING} is set but {router_path} is not in DATABASE_ROUTERS: it has no effect.",
-                id="flowpilot_analytics.W101",
-            )
-        )
-    return errors

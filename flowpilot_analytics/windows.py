@@ -1,5 +1,5 @@
 """
-Reporting windows and trend buckets: pure time maths, no database.
+Reporting periods, windows and trend buckets: pure time maths, no database.
 
 A *window* is the span of ``claimed_at`` instants a report covers. The
 contract's periods (``7d``/``30d``/``90d``) are closed windows ending now; a
@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .periods import period_window
-
+PERIOD_DAYS = {"7d": 7, "30d": 30, "90d": 90}
+PERIODS = tuple(PERIOD_DAYS)
+DEFAULT_PERIOD = "30d"
 MAX_WINDOW_DAYS = 366
 INTERVALS = ("day", "week")
 UTC = timezone.utc
@@ -41,8 +42,10 @@ class Window:
     def length(self):
         return self.end - self.start
 
-    def contains(self, instant):
-        return self.start <= instant and (instant <= self.end if self.closed else instant < self.end)
+    @property
+    def period_name(self):
+        """The period asked for, or ``"custom"`` for a ``start``/``end`` window."""
+        return self.period or "custom"
 
     def previous(self):
         """The equally long window just before this one, half-open so the two never overlap."""
@@ -57,6 +60,15 @@ def zone(name):
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def period_window(period, now):
+    """The closed window ``[now - N*24h, now]`` of a period such as ``"7d"``."""
+    try:
+        days = PERIOD_DAYS[period]
+    except KeyError:
+        raise ValueError(f"unknown period {period!r}; allowed: {', '.join(PERIODS)}") from None
+    return now - timedelta(days=days), now
 
 
 def window_for_period(period, *, now, time_zone="UTC"):

@@ -1,5 +1,7 @@
-"""Small builders over the factories, in the words of the contract."""
+"""Small builders over the factories, in the words of the contract, and helpers the test modules share."""
 
+import csv
+import io
 from datetime import timedelta
 
 from django.db import connection
@@ -44,3 +46,67 @@ def account_ids_visible():
     return {
         model.__name__: set(model.objects.values_list("account_id", flat=True)) for model in TENANT_MODELS
     }
+
+
+# --- The API -----------------------------------------------------------------------------
+
+URL = "/api/v1/analytics/flowpilot/escalations"
+TREND = URL + "/trend"
+BY_ENGINEER = URL + "/by-engineer"
+HANDOFFS = URL + "/handoffs"
+# The seed schema's fields (docs/metric.md): never renamed, dropped or retyped.
+CONTRACT_FIELDS = {
+    "period",
+    "n_handoffs_claimed",
+    "n_handoffs_with_action",
+    "avg_seconds_to_first_action",
+    "median_seconds_to_first_action",
+    "p95_seconds_to_first_action",
+    "metric_definition",
+}
+
+
+def figures(metrics):
+    """The contract's five figures of an ``EscalationMetrics``, as a tuple."""
+    return (
+        metrics.n_handoffs_claimed,
+        metrics.n_handoffs_with_action,
+        metrics.avg_seconds_to_first_action,
+        metrics.median_seconds_to_first_action,
+        metrics.p95_seconds_to_first_action,
+    )
+
+
+def as_user(api_client, user):
+    api_client.force_authenticate(user)
+    return api_client
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+def parse_csv(response):
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    text = content.decode("utf-8")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def flat(body):
+    """The JSON as the CSV's columns: nested names joined with _, the distribution one column per bucket."""
+    row = {}
+    for name, value in body.items():
+        if isinstance(value, dict):
+            row.update({f"{name}_{key}": inner for key, inner in flat(value).items()})
+        elif isinstance(value, list):
+            row.update({f"{name}_{item['bucket']}": item["count"] for item in value})
+        else:
+            row[name] = value
+    return row
+
+
+def cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

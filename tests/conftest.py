@@ -106,6 +106,50 @@ def engineer_client(api_client, member):
     return api_client
 
 
+# Names a CSV must survive: a comma and quotes, a newline, non-ASCII, a formula.
+TRICKY_NAMES = {
+    "alice": ("Zoë", 'Ångström, "Ali"'),
+    "bob": ("Bob\nline two", "Ø"),
+    "mallory": ("=HYPERLINK(\"http://x\")", "+1"),
+}
+
+
+@pytest.fixture
+def team(account, other_account, member):
+    """acme: alice 3 lags + 1 waiting, bob 2 lags, a deleted claimer 1 lag, mallory 1; globex: one of its own."""
+    now = django_timezone.now()
+    users = {}
+    for username, (first, last) in TRICKY_NAMES.items():
+        users[username] = member(
+            Membership.Role.ENGINEER, user=UserFactory(username=username, first_name=first, last_name=last)
+        )
+    gone = UserFactory(username="gone")
+    plan = [
+        ("alice", 1, 30), ("alice", 2, 90.5), ("alice", 3, 600), ("alice", 4, None),
+        ("bob", 1, 12.25), ("bob", 5, 7200),
+        ("mallory", 6, 45),
+        ("gone", 2, 3),
+    ]
+    for who, days, lag in plan:
+        claimer = gone if who == "gone" else users[who]
+        claimed_handoff(account, claimed_at=now - timedelta(days=days, minutes=who == "bob"), lag=lag,
+                        claimed_by=claimer)
+    claimed_handoff(account, claimed_at=now - timedelta(days=60), lag=1, claimed_by=users["alice"])
+    claimed_handoff(other_account, claimed_at=now - timedelta(days=1), lag=5, claimed_by=users["alice"])
+    gone.delete()
+    users["admin"] = member(Membership.Role.ADMIN, user=UserFactory(username="boss"))
+    users["viewer"] = member(Membership.Role.VIEWER)
+    return users
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """One "now" for the JSON and the CSV a test compares."""
+    instant = django_timezone.now()
+    monkeypatch.setattr(django_timezone, "now", lambda: instant)
+    return instant
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _app_role_in_test_database(django_db_setup, django_db_blocker):
     """Sets up the RLS-bound app role and the cross-account role in the test database, once, first.

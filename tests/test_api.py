@@ -1,4 +1,4 @@
-"""GET /api/v1/analytics/flowpilot/escalations: CONTRACT.md "The API"."""
+"""GET /api/v1/analytics/flowpilot/escalations: the API of docs/metric.md."""
 
 from datetime import timedelta
 
@@ -11,20 +11,9 @@ from rest_framework.authtoken.models import Token
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import AccountFactory, UserFactory
 from flowpilot_analytics.models import Membership
-from tests.builders import claimed_handoff
+from tests.builders import CONTRACT_FIELDS, URL, claimed_handoff
 
 pytestmark = pytest.mark.django_db
-
-URL = "/api/v1/analytics/flowpilot/escalations"
-CONTRACT_FIELDS = {
-    "period",
-    "n_handoffs_claimed",
-    "n_handoffs_with_action",
-    "avg_seconds_to_first_action",
-    "median_seconds_to_first_action",
-    "p95_seconds_to_first_action",
-    "metric_definition",
-}
 
 
 def test_url_is_the_contracts():

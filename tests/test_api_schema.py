@@ -137,3 +137,103 @@ def test_the_api_conforms_to_its_schema(case, role, role_headers, schemathesis_e
     )
     response = case.call_and_validate(headers=role_headers[role], excluded_checks=excluded)
     assert response.status_code < 500
+
+
+# --- The fields of every answer, pinned -------------------------------------------------
+
+# Each component of the schema: its fields in order, with their types ("?" when the
+# field may be absent, "|null" when it may be null). Clients are generated from these:
+# a field may be added, never renamed, dropped, moved or retyped.
+WINDOW = [
+    ("window_start", "string:date-time"), ("window_end", "string:date-time"),
+    ("window_end_inclusive", "boolean"), ("time_zone", "string"), ("window_field", "string"),
+]
+CONTRACT_FIGURES = [
+    ("n_handoffs_claimed", "integer"), ("n_handoffs_with_action", "integer"),
+    ("avg_seconds_to_first_action", "number:double|null"), ("median_seconds_to_first_action", "number:double|null"),
+    ("p95_seconds_to_first_action", "number:double|null"),
+]
+MORE_FIGURES = [
+    ("p75_seconds_to_first_action", "number:double|null"), ("p90_seconds_to_first_action", "number:double|null"),
+    ("max_seconds_to_first_action", "number:double|null"), ("n_handoffs_without_action", "integer"),
+    ("action_rate", "number:double|null"), ("oldest_waiting_seconds", "number:double|null"),
+    ("distribution", "[DistributionBucket]"),
+]
+TARGET_FIGURES = [
+    ("target_seconds", "number:double|null"), ("n_handoffs_within_target", "integer|null"),
+    ("within_target_rate", "number:double|null"),
+]
+PINNED_COMPONENTS = {
+    "AccountNotFound": [("account", "string")],
+    "Change": [
+        ("n_handoffs_claimed", "integer|null"), ("n_handoffs_with_action", "integer|null"),
+        ("n_handoffs_without_action", "integer|null"), ("action_rate", "number:double|null"),
+        ("avg_seconds_to_first_action", "number:double|null"), ("median_seconds_to_first_action", "number:double|null"),
+        ("p75_seconds_to_first_action", "number:double|null"), ("p90_seconds_to_first_action", "number:double|null"),
+        ("p95_seconds_to_first_action", "number:double|null"), ("max_seconds_to_first_action", "number:double|null"),
+        ("within_target_rate", "number:double|null"),
+    ],
+    "Detail": [("detail", "string")],
+    "DistributionBucket": [
+        ("bucket", "BucketEnum"), ("min_seconds", "integer"), ("max_seconds", "integer|null"), ("count", "integer"),
+    ],
+    "EngineerFigures": [
+        ("engineer_id", "integer|null"), ("engineer_name", "string"), *CONTRACT_FIGURES, *MORE_FIGURES,
+    ],
+    "EscalationHandoffsOutput": [
+        ("period", "PeriodEnum"), *WINDOW, ("ordering", "OrderingEnum"), ("next", "string:uri|null"),
+        ("next_cursor", "string|null"), ("results", "[HandoffRow]"), ("metric_definition", "string"),
+    ],
+    "EscalationMetrics": [
+        ("period", "PeriodEnum"), *WINDOW, *CONTRACT_FIGURES, *MORE_FIGURES, *TARGET_FIGURES,
+        ("metric_definition", "string"), ("previous", "PreviousWindow?"), ("change", "Change?"),
+    ],
+    "EscalationTrendOutput": [
+        ("period", "PeriodEnum"), *WINDOW, ("interval", "IntervalEnum"), ("buckets", "[TrendBucket]"),
+        ("metric_definition", "string"),
+    ],
+    "EscalationsByEngineerOutput": [
+        ("period", "PeriodEnum"), *WINDOW, ("engineers", "[EngineerFigures]"), ("metric_definition", "string"),
+    ],
+    "FieldErrors": [("period", "[string]?"), ("account", "[string]?")],
+    "HandoffRow": [
+        ("handoff_id", "integer"), ("session_id", "integer"), ("claimed_at", "string:date-time"),
+        ("claimed_by_id", "integer|null"), ("claimed_by_name", "string"),
+        ("first_action_at", "string:date-time|null"), ("seconds_to_first_action", "number:double|null"),
+    ],
+    "PreviousWindow": [*WINDOW, *CONTRACT_FIGURES, *MORE_FIGURES, *TARGET_FIGURES],
+    "TrendBucket": [("range_start", "string:date-time"), ("range_end", "string:date-time"), *CONTRACT_FIGURES],
+}
+PINNED_ENUMS = {
+    "BucketEnum": ["under_1m", "1m_to_5m", "5m_to_15m", "15m_to_60m", "1h_to_4h", "4h_to_24h", "over_24h"],
+    "IntervalEnum": ["day", "week"],
+    "OrderingEnum": ["-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action"],
+    "PeriodEnum": ["7d", "30d", "90d", "custom"],
+}
+
+
+def signature(prop):
+    """A property's type in one string: a component's name, a list of one, or type:format; |null if nullable."""
+    nullable = "|null" if prop.get("nullable") else ""
+    if "$ref" in prop:
+        return prop["$ref"].rsplit("/", 1)[1]
+    if "allOf" in prop:
+        return prop["allOf"][0]["$ref"].rsplit("/", 1)[1] + nullable
+    if prop.get("type") == "array":
+        return f"[{signature(prop['items'])}]"
+    return prop["type"] + (f":{prop['format']}" if "format" in prop else "") + nullable
+
+
+def test_every_answers_fields_keep_their_names_order_and_types(client):
+    components = client.get(SCHEMA_URL, {"format": "json"}).json()["components"]["schemas"]
+
+    fields = {
+        name: [
+            (field, signature(prop) + ("" if field in component.get("required", ()) else "?"))
+            for field, prop in component["properties"].items()
+        ]
+        for name, component in components.items()
+        if "properties" in component
+    }
+    assert fields == PINNED_COMPONENTS
+    assert {name: component["enum"] for name, component in components.items() if "enum" in component} == PINNED_ENUMS

@@ -14,8 +14,7 @@ from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import AccountFactory
 from flowpilot_analytics.management.commands.escalation_report import PROGRESS_MIN_ACCOUNTS
 from flowpilot_analytics.models import Membership
-from tests.builders import claimed_handoff, cross_account_overhead
-from tests.test_api import CONTRACT_FIELDS, URL
+from tests.builders import CONTRACT_FIELDS, URL, claimed_handoff, cross_account_overhead
 
 pytestmark = pytest.mark.django_db
 

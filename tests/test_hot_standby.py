@@ -25,8 +25,7 @@ from django.utils import timezone
 from flowpilot_analytics.api import views
 from flowpilot_analytics.models import Membership
 from flowpilot_analytics.selectors import escalation_metrics
-from tests.builders import claimed_handoff
-from tests.test_metrics import figures
+from tests.builders import claimed_handoff, figures
 
 STANDBY = "analytics"
 URL = "/api/v1/analytics/flowpilot/escalations"

@@ -1,4 +1,4 @@
-"""The metric selector: CONTRACT.md "The computation", case by case."""
+"""The metric selector: docs/metric.md, "Definition", case by case; the SQL and Python paths agree."""
 
 import random
 from datetime import timedelta
@@ -8,7 +8,8 @@ from django.db import connection
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flowpilot_analytics import selectors
+from flowpilot_analytics.aggregation import Grouping, aggregate, aggregate_in_python
+from flowpilot_analytics.clocks import CALENDAR
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import (
     AccountFactory,
@@ -17,26 +18,19 @@ from flowpilot_analytics.factories import (
     SessionHandoffFactory,
     UserFactory,
 )
+from flowpilot_analytics.figures import Context, summarize_lags
 from flowpilot_analytics.selectors import (
     claimed_handoffs_with_first_action,
+    empty_figures,
     escalation_metrics,
     escalation_metrics_by_account,
+    handoffs_in_window,
 )
-from flowpilot_analytics.stats import summarize_lags
+from flowpilot_analytics.sql import aggregate_in_sql
 from flowpilot_analytics.windows import bucket_edges, custom_window
-from tests.builders import claimed_handoff, step
+from tests.builders import claimed_handoff, figures, step
 
 pytestmark = pytest.mark.django_db
-
-
-def figures(metrics):
-    return (
-        metrics.n_handoffs_claimed,
-        metrics.n_handoffs_with_action,
-        metrics.avg_seconds_to_first_action,
-        metrics.median_seconds_to_first_action,
-        metrics.p95_seconds_to_first_action,
-    )
 
 
 def test_happy_path_with_hand_computed_figures(account, now):
@@ -170,6 +164,39 @@ def test_one_query_whatever_the_number_of_handoffs(account, now, django_assert_n
         escalation_metrics(account=account, period="7d", now=now)
 
 
+class TwiceTheCalendar:
+    """A stand-in for another clock (business hours will be one): every lag doubled."""
+
+    name = "twice"
+
+    def lag_sql(self):
+        sql, params = CALENDAR.lag_sql()
+        return f"2 * {sql}", params
+
+    def lag_us(self, claimed_at, first_action_at):
+        lag = CALENDAR.lag_us(claimed_at, first_action_at)
+        return None if lag is None else 2 * lag
+
+
+def test_another_clock_changes_the_lags_and_nothing_else(account, now):
+    for hours_ago, lag in [(1, 30), (5, 60), (30, 120.5)]:
+        claimed_handoff(account, claimed_at=now - timedelta(hours=hours_ago), lag=lag)
+    claimed_handoff(account, claimed_at=now - timedelta(hours=2))
+    handoffs = handoffs_in_window(account=account, window=custom_window(now - timedelta(days=7), now))
+
+    [calendar] = aggregate(handoffs, context=Context(now=now, target_seconds=100)).values()
+    [twice] = aggregate(handoffs, context=Context(now=now, target_seconds=100, clock=TwiceTheCalendar())).values()
+
+    assert figures(calendar) == (4, 3, 70.167, 60.0, 114.45)
+    assert figures(twice) == (4, 3, 140.333, 120.0, 228.9)
+    assert (calendar.n_handoffs_within_target, twice.n_handoffs_within_target) == (2, 1)
+    assert twice.oldest_waiting_seconds == calendar.oldest_waiting_seconds == 7200.0
+    if connection.vendor == "postgresql":
+        context = Context(now=now, target_seconds=100, clock=TwiceTheCalendar())
+        in_python = aggregate_in_python(handoffs, context=context)
+        assert aggregate_in_sql(handoffs, grouping=Grouping(), context=context) == in_python
+
+
 # Lags in microseconds: None is a claimed handoff without action. Drawing from a
 # small pool as well as a wide range makes ties frequent; empty lists and lists
 # of None only are the empty sets.
@@ -205,6 +232,7 @@ def reference_summary(lags, now):
     return summarize_lags(
         len(lags),
         [lag for lag in lags if lag is not None],
+        now=now,
         oldest_waiting_claimed_at=now - timedelta(minutes=max(waiting) + 1) if waiting else None,
     )
 
@@ -225,12 +253,14 @@ def test_python_aggregation_equals_the_reference(now, accounts_lags):
     accounts = build_lags(accounts_lags, now)
     start, end = now - timedelta(days=7), now
 
-    in_python = selectors._summaries_in_python(
-        claimed_handoffs_with_first_action(accounts=accounts, start=start, end=end)
+    in_python = aggregate_in_python(
+        claimed_handoffs_with_first_action(accounts=accounts, start=start, end=end),
+        grouping=Grouping(accounts=tuple(account.pk for account in accounts)),
+        context=Context(now=now),
     )
 
     for account, lags in zip(accounts, accounts_lags):
-        assert in_python.get(account.pk, selectors.empty_summary()) == reference_summary(lags, now)
+        assert in_python.get(account.pk, empty_figures(now=now)) == reference_summary(lags, now)
 
 
 @pytest.mark.postgres_only
@@ -243,16 +273,16 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     accounts = build_lags(accounts_lags, now)
     start, end = now - timedelta(days=7), now
     account_ids = [account.pk for account in accounts]
+    handoffs = claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
+    by_account = {"grouping": Grouping(accounts=tuple(account_ids)), "context": Context(now=now)}
 
-    in_sql = selectors._summaries_in_sql(account_ids, start, end, connection)
-    in_python = selectors._summaries_in_python(
-        claimed_handoffs_with_first_action(accounts=account_ids, start=start, end=end)
-    )
+    in_sql = aggregate_in_sql(handoffs, **by_account)
+    in_python = aggregate_in_python(handoffs, **by_account)
 
     # The SQL path answers a row for every account asked, even one without handoffs.
     assert set(in_sql) == set(account_ids)
     for account, lags in zip(accounts, accounts_lags):
-        assert in_sql[account.pk] == in_python.get(account.pk, selectors.empty_summary())
+        assert in_sql[account.pk] == in_python.get(account.pk, empty_figures(now=now))
         assert in_sql[account.pk] == reference_summary(lags, now)
 
 
@@ -263,7 +293,7 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
     target=st.one_of(st.none(), st.integers(min_value=0, max_value=10**11)),
 )
 def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, target):
-    """Trend buckets and per-claimer groups: the same figures from SQL and from Python."""
+    """Trend buckets, per-claimer groups, days per account: the same figures from SQL and from Python."""
     assert connection.vendor == "postgresql"
     account = AccountFactory()
     claimers = [None, UserFactory(), UserFactory()]
@@ -274,15 +304,17 @@ def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, t
         if lag is not None:
             step(handoff.session, handoff.claimed_at + timedelta(microseconds=lag))
     window = custom_window(now - timedelta(days=9), now)
-    handoffs = selectors.handoffs_in_window(account=account, window=window)
-    target_us = None if target is None else target
+    handoffs = handoffs_in_window(account=account, window=window)
+    context = Context(now=now, target_seconds=None if target is None else target / 1_000_000)
+    days = tuple(bucket_edges(window, "day"))
 
     for grouping in (
-        selectors._Grouping(bucket_edges=tuple(bucket_edges(window, "day"))),
-        selectors._Grouping(field="claimed_by_id"),
-        selectors._Grouping(),
+        Grouping(bucket_edges=days),
+        Grouping(field="claimed_by_id"),
+        Grouping(),
+        Grouping(accounts=(account.pk,), bucket_edges=days),
     ):
-        in_sql = selectors._grouped_in_sql(handoffs, grouping, target_us, connection)
-        in_python = selectors._grouped_in_python(handoffs, grouping, target_us)
+        in_sql = aggregate_in_sql(handoffs, grouping=grouping, context=context)
+        in_python = aggregate_in_python(handoffs, grouping=grouping, context=context)
         assert in_sql == in_python
         assert sum(summary.n_handoffs_claimed for summary in in_sql.values()) == len(lags)

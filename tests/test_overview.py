@@ -12,8 +12,8 @@ from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerialize
 from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
 from flowpilot_analytics.overview import daily_median_seconds_by_account, escalation_summary
-from flowpilot_analytics.periods import PERIODS
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
+from flowpilot_analytics.windows import PERIODS
 from tests.builders import claimed_handoff, step
 
 pytestmark = pytest.mark.django_db

@@ -5,9 +5,13 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
+from flowpilot_analytics.aggregation import Grouping
 from flowpilot_analytics.factories import AccountFactory
+from flowpilot_analytics.figures import Context
 from flowpilot_analytics.models import AiSession, AiSessionStep, SessionHandoff
-from flowpilot_analytics.selectors import summary_sql
+from flowpilot_analytics.selectors import claimed_handoffs
+from flowpilot_analytics.sql import statement
+from flowpilot_analytics.windows import Window
 
 # Committed and vacuumed like production tables (autovacuum sets the visibility
 # map that index-only scans rely on), hence a transactional test.
@@ -59,10 +63,10 @@ def plan_nodes(node):
 
 
 def explain(accounts, now):
-    sql, params = summary_sql(
-        account_ids=[account.pk for account in accounts],
-        start=now - timedelta(days=90),
-        end=now,
+    sql, params = statement(
+        claimed_handoffs(window=Window(start=now - timedelta(days=90), end=now, closed=True)),
+        grouping=Grouping(accounts=tuple(account.pk for account in accounts)),
+        context=Context(now=now),
         connection=connection,
     )
     with connection.cursor() as cursor:

@@ -30,8 +30,7 @@ from flowpilot_analytics.factories import (
 )
 from flowpilot_analytics.models import AiSession, AiSessionStep, Membership, SessionHandoff
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
-from tests.builders import TENANT_MODELS, account_ids_visible, claimed_handoff
-from tests.test_metrics import figures
+from tests.builders import TENANT_MODELS, account_ids_visible, claimed_handoff, figures
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
 

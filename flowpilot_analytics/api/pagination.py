@@ -1,4 +1,4 @@
-"""A keyset cursor for the drill-down: stable under inserts, whatever the ordering.
+"""The drill-down's keyset pagination: stable under inserts, whatever the ordering.
 
 DRF's ``CursorPagination`` orders by one field; the lag needs a tiebreaker
 (the handoff id) and a place for the handoffs without action (NULL lag: last,
@@ -6,6 +6,10 @@ in both directions). The cursor is the position after the last row of a page
 (its ordering value and id) plus the ``now`` the first page's window ended at,
 so every page of a ``period`` reads the same window. It is opaque base64 JSON:
 a client gives ``next_cursor`` back unchanged.
+
+The page's query parameters (``ordering``, ``page_size``, ``cursor``) are
+validated with the rest of the query, by :class:`PageQueryMixin`, and
+:class:`HandoffKeysetPagination` pages a queryset with them.
 """
 
 import base64
@@ -15,11 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import F, Q
+from rest_framework import serializers
+from rest_framework.pagination import BasePagination
+from rest_framework.utils.urls import replace_query_param
 
-from ..stats import lag_microseconds
+from ..clocks import CALENDAR
+from ..selectors import handoff_rows
 from ..windows import within_bounds
 
 HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action")
+DEFAULT_ORDERING = "-claimed_at"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,9 @@ class Cursor:
 
     def encode(self):
         value = self.value.isoformat() if isinstance(self.value, datetime) else self.value
-        text = json.dumps([self.ordering, value, self.handoff_id, self.now.isoformat()], separators=(",", ":"))
+        text = json.dumps(
+            [self.ordering, value, self.handoff_id, self.now.isoformat()], separators=(",", ":")
+        )
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
     @classmethod
@@ -63,8 +76,84 @@ class Cursor:
         if ordering.endswith("claimed_at"):
             value = row["claimed_at"]
         else:
-            value = lag_microseconds(row["claimed_at"], row["first_action_at"])
+            value = CALENDAR.lag_us(row["claimed_at"], row["first_action_at"])
         return cls(ordering=ordering, value=value, handoff_id=row["id"], now=now)
+
+
+class CursorField(serializers.CharField):
+    """A ``next_cursor`` as the API gave it out, decoded to a :class:`Cursor`."""
+
+    default_error_messages = {"invalid": "Not a cursor this API gave out (give next_cursor unchanged)."}
+
+    def to_internal_value(self, data):
+        try:
+            return Cursor.decode(super().to_internal_value(data))
+        except ValueError:
+            self.fail("invalid")
+
+
+class PageQueryMixin(serializers.Serializer):
+    """The query parameters of a page: its ordering, size and cursor (mixed into the view's query serializer)."""
+
+    ordering = serializers.ChoiceField(
+        choices=HANDOFF_ORDERINGS,
+        default=DEFAULT_ORDERING,
+        help_text="Ties broken by handoff id; handoffs without action come last in both lag orders.",
+    )
+    page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
+    cursor = CursorField(
+        required=False, help_text="The next_cursor of the previous page; keep every other parameter the same."
+    )
+
+    def validate(self, attrs):
+        cursor = attrs.get("cursor")
+        if cursor is not None:
+            if cursor.ordering != attrs["ordering"]:
+                raise serializers.ValidationError(
+                    {
+                        "cursor": [
+                            f"This cursor is for ordering={cursor.ordering}: keep the first page's ordering."
+                        ]
+                    }
+                )
+            # Every page of a period is read over the first page's window, however late it is asked for.
+            self.context["now"] = cursor.now
+        return super().validate(attrs)
+
+
+class HandoffKeysetPagination(BasePagination):
+    """Pages of handoffs (a queryset annotated ``lag``) in the query's ordering, from its cursor on."""
+
+    # The fields a page adds to the answer (not the CSV's: it has no pages).
+    page_fields = ("next", "next_cursor")
+
+    def ordered(self, queryset, params):
+        """``queryset`` from the cursor of ``params`` on (the validated query), in its ordering: every row."""
+        cursor = params.get("cursor")
+        if cursor is not None:
+            queryset = queryset.filter(after_cursor(cursor))
+        return queryset.order_by(*order_by(params["ordering"]))
+
+    def paginate_queryset(self, queryset, request, view=None):
+        """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
+        params = view.params
+        self.request, self.ordering, self.page_size = request, params["ordering"], params["page_size"]
+        cursor = params.get("cursor")
+        self.now = cursor.now if cursor is not None else view.now
+        # One row more than a page tells whether another page follows.
+        rows = list(handoff_rows(self.ordered(queryset, params)[: self.page_size + 1]))
+        self.next_cursor = None
+        if len(rows) > self.page_size:
+            rows = rows[: self.page_size]
+            self.next_cursor = Cursor.after(rows[-1], ordering=self.ordering, now=self.now).encode()
+        return rows
+
+    def get_page(self, rows):
+        """The page's fields of the answer: the next page's link and cursor (``None`` on the last), the rows."""
+        link = self.next_cursor and replace_query_param(
+            self.request.build_absolute_uri(), "cursor", self.next_cursor
+        )
+        return {"next": link, "next_cursor": self.next_cursor, "results": rows}
 
 
 def order_by(ordering):

@@ -2,10 +2,10 @@ from rest_framework.permissions import BasePermission
 
 
 class HasAccountRole(BasePermission):
-    """Allows access when the request's account membership has one of the view's ``allowed_roles``."""
+    """Allows access when the membership the view resolved (its tenant) has one of its ``allowed_roles``."""
 
     message = "Your role in this account does not give access to its analytics."
 
     def has_permission(self, request, view):
-        membership = getattr(request, "membership", None)
+        membership = getattr(view, "membership", None)
         return membership is not None and membership.role in view.allowed_roles

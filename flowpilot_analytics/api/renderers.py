@@ -1,7 +1,7 @@
 """CSV for every analytics endpoint: ``format=csv`` or ``Accept: text/csv``.
 
 The columns are the JSON's fields, nested ones flattened with ``_`` (e.g.
-``previous_avg_seconds_to_first_action``), the lag distribution as one column
+``previous_<figure>``, ``change_<figure>``), the lag distribution as one column
 per bucket (``distribution_under_1m``: its count). An endpoint answering a
 list (trend buckets, engineers, handoffs) gives one line per item: the
 response's own fields first, repeated on every line, then the item's.
@@ -9,10 +9,14 @@ response's own fields first, repeated on every line, then the item's.
 Text cells that a spreadsheet would run as a formula (starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return) get a leading single quote;
 numbers are written as they are, so a negative change stays a number.
+
+One path writes every CSV, :func:`csv_lines`: the renderer joins its lines into
+a response's body, :func:`streaming_csv` streams them.
 """
 
 import csv
 
+from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 from rest_framework.serializers import ListSerializer, Serializer
 
@@ -69,25 +73,38 @@ class _Line:
         return text
 
 
-def csv_lines(header, rows):
-    """The CSV text of a header and its rows (dicts keyed by the header), line by line (RFC 4180, CRLF)."""
+def csv_lines(envelope, rows=None, *, row_serializer=None):
+    """A rendered answer as CSV text, line by line (RFC 4180, CRLF): a header, then its lines.
+
+    ``envelope`` holds the answer's own fields; without ``rows`` it is the one
+    line. Otherwise each of ``rows`` (rendered, iterated lazily) is a line,
+    after the envelope's fields, with the columns of ``row_serializer``.
+    """
+    envelope = flatten(envelope)
+    header = list(envelope)
+    lines = [envelope]
+    if rows is not None:
+        header += serializer_columns(row_serializer)
+        lines = ({**envelope, **flatten(row)} for row in rows)
     writer = csv.writer(_Line())
     yield writer.writerow(header)
-    for row in rows:
-        yield writer.writerow([neutralised(row.get(column)) for column in header])
+    for line in lines:
+        yield writer.writerow([neutralised(line.get(column)) for column in header])
 
 
-def csv_table(data, *, rows_key=None, row_serializer=None, leave_out=()):
-    """``(header, rows)`` of a rendered response: one row, or one per item of ``data[rows_key]``."""
-    envelope = flatten({name: value for name, value in data.items() if name != rows_key and name not in leave_out})
-    if rows_key is None:
-        return list(envelope), [envelope]
-    header = list(envelope) + serializer_columns(row_serializer)
-    return header, ({**envelope, **flatten(item)} for item in data[rows_key])
+def streaming_csv(lines, *, disposition):
+    """A download of ``lines`` (from :func:`csv_lines`), streamed as they are written."""
+    response = StreamingHttpResponse(lines, content_type=f"{CSV_MEDIA_TYPE}; charset=utf-8")
+    response["Content-Disposition"] = disposition
+    return response
 
 
 class CsvRenderer(BaseRenderer):
-    """Renders an analytics response as CSV (UTF-8), named for a download by ``Content-Disposition``."""
+    """Renders an analytics response as CSV (UTF-8), named for a download by ``Content-Disposition``.
+
+    The view names the answer's list of lines (``csv_rows_key``, if any) and
+    the serializer of one of them (``csv_row_serializer``).
+    """
 
     media_type = CSV_MEDIA_TYPE
     format = "csv"
@@ -95,6 +112,8 @@ class CsvRenderer(BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         view = renderer_context["view"]
-        header, rows = csv_table(data, rows_key=view.csv_rows_key, row_serializer=view.csv_row_serializer)
+        key = view.csv_rows_key
+        envelope = {name: value for name, value in data.items() if name != key}
+        rows = None if key is None else data[key]
         renderer_context["response"]["Content-Disposition"] = view.csv_disposition()
-        return "".join(csv_lines(header, rows)).encode(self.charset)
+        return "".join(csv_lines(envelope, rows, row_serializer=view.csv_row_serializer)).encode(self.charset)

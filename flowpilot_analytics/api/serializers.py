@@ -1,15 +1,16 @@
 import math
 from datetime import date, datetime
 
-from drf_spectacular.utils import extend_schema_serializer
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
-from ..periods import DEFAULT_PERIOD, PERIODS
+from ..constants import METRIC_DEFINITION
+from ..figures import COMPARED, CONTRACT, COUNT, COVERAGE, DISTRIBUTION, RESPONSE_ORDER, SPREAD, in_sections
 from ..selectors import DELETED_CLAIMER, DELETED_CLAIMER_NAME
 from ..stats import LAG_BUCKETS
-from ..windows import INTERVALS, MAX_WINDOW_DAYS, custom_window, window_for_period, zone
-from .pagination import HANDOFF_ORDERINGS, Cursor
+from ..windows import DEFAULT_PERIOD, INTERVALS, MAX_WINDOW_DAYS, PERIODS, custom_window, window_for_period, zone
+from .pagination import HANDOFF_ORDERINGS, PageQueryMixin
 
 ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 
@@ -167,156 +168,6 @@ class TrendQuerySerializer(WindowQuerySerializer):
     interval = serializers.ChoiceField(choices=INTERVALS, default="day")
 
 
-class DistributionBucketSerializer(serializers.Serializer):
-    bucket = serializers.ChoiceField(choices=[key for key, _, _ in LAG_BUCKETS])
-    min_seconds = serializers.IntegerField(help_text="Inclusive.")
-    max_seconds = serializers.IntegerField(allow_null=True, help_text="Exclusive; null for the last bucket.")
-    count = serializers.IntegerField()
-
-
-class LeadingFieldsMixin:
-    """Renders ``leading_fields`` first, whatever the order the base classes declare them in."""
-
-    leading_fields = ()
-
-    def get_fields(self):
-        fields = super().get_fields()
-        return {name: fields.pop(name) for name in self.leading_fields if name in fields} | fields
-
-
-class WindowOutputMixin(LeadingFieldsMixin, serializers.Serializer):
-    """Which window a response covers, and which timestamp places a handoff in it."""
-
-    # The period first, as in the seed schema, then the window, then the figures.
-    leading_fields = ("period",)
-
-    window_start = serializers.DateTimeField(help_text="Inclusive.")
-    window_end = serializers.DateTimeField()
-    window_end_inclusive = serializers.BooleanField(
-        help_text="true for a period (ending now, included); false for start/end (end excluded)."
-    )
-    time_zone = serializers.CharField()
-    window_field = serializers.SerializerMethodField(help_text="The timestamp a window selects handoffs by.")
-
-    def get_window_field(self, obj) -> str:
-        return "claimed_at"
-
-
-class FiguresSerializer(serializers.Serializer):
-    """The contract's figures of a set of claimed handoffs (the seed schema's, unchanged)."""
-
-    n_handoffs_claimed = serializers.IntegerField()
-    n_handoffs_with_action = serializers.IntegerField()
-    avg_seconds_to_first_action = serializers.FloatField(allow_null=True)
-    median_seconds_to_first_action = serializers.FloatField(allow_null=True)
-    p95_seconds_to_first_action = serializers.FloatField(allow_null=True)
-
-
-class FullFiguresSerializer(FiguresSerializer):
-    """Every figure of a window: the contract's, the wider distribution, coverage and target."""
-
-    p75_seconds_to_first_action = serializers.FloatField(allow_null=True)
-    p90_seconds_to_first_action = serializers.FloatField(allow_null=True)
-    max_seconds_to_first_action = serializers.FloatField(allow_null=True)
-    n_handoffs_without_action = serializers.IntegerField(help_text="Claimed, with no step after the claim yet.")
-    action_rate = serializers.FloatField(
-        allow_null=True, help_text="n_handoffs_with_action / n_handoffs_claimed (0..1); null when none claimed."
-    )
-    oldest_waiting_seconds = serializers.FloatField(
-        allow_null=True,
-        help_text="Age now of the oldest claimed handoff of the window still without action; null when none.",
-    )
-    distribution = DistributionBucketSerializer(many=True, help_text="Counts per fixed lag bucket.")
-    target_seconds = serializers.FloatField(allow_null=True)
-    n_handoffs_within_target = serializers.IntegerField(allow_null=True)
-    within_target_rate = serializers.FloatField(
-        allow_null=True,
-        help_text="Share of handoffs with action whose lag was at most target_seconds; null without target.",
-    )
-
-
-COMPARED_FIGURES = (
-    "n_handoffs_claimed",
-    "n_handoffs_with_action",
-    "n_handoffs_without_action",
-    "action_rate",
-    "avg_seconds_to_first_action",
-    "median_seconds_to_first_action",
-    "p75_seconds_to_first_action",
-    "p90_seconds_to_first_action",
-    "p95_seconds_to_first_action",
-    "max_seconds_to_first_action",
-    "within_target_rate",
-)
-
-
-RATE_FIGURES = {"action_rate", "within_target_rate"}
-
-
-def figure_changes(current, previous):
-    """Current minus previous for each compared figure; null when either is null."""
-    changes = {}
-    for name in COMPARED_FIGURES:
-        now_value, before = getattr(current, name), getattr(previous, name)
-        if now_value is None or before is None:
-            changes[name] = None
-        elif isinstance(now_value, int):
-            changes[name] = now_value - before
-        else:
-            changes[name] = round(now_value - before, 4 if name in RATE_FIGURES else 3)
-    return changes
-
-
-class PreviousWindowSerializer(WindowOutputMixin, FullFiguresSerializer):
-    """The same figures over the equally long window just before (half-open, ending where the window starts)."""
-
-
-ChangeSerializer = type(
-    "ChangeSerializer",
-    (serializers.Serializer,),
-    {
-        "__doc__": "Current minus previous, per figure; null when either is null.",
-        **{
-            name: (
-                serializers.IntegerField(allow_null=True)
-                if name.startswith("n_")
-                else serializers.FloatField(allow_null=True)
-            )
-            for name in COMPARED_FIGURES
-        },
-    },
-)
-
-
-@extend_schema_serializer(component_name="EscalationMetrics")
-class EscalationMetricsOutputSerializer(WindowOutputMixin, FullFiguresSerializer):
-    """The seed schema ``EscalationMetrics``: fields may be added, never renamed or retyped."""
-
-    period = serializers.ChoiceField(
-        choices=[*PERIODS, "custom"], help_text="The period asked for, or custom for start/end."
-    )
-    metric_definition = serializers.CharField()
-    previous = PreviousWindowSerializer(
-        required=False, help_text="With compare=previous: the equally long window just before."
-    )
-    change = ChangeSerializer(required=False, help_text="With compare=previous: current minus previous.")
-
-
-class TrendBucketSerializer(LeadingFieldsMixin, FiguresSerializer):
-    leading_fields = ("range_start", "range_end")
-    range_start = serializers.DateTimeField(help_text="Local midnight (of a day, or of a week's Monday).")
-    range_end = serializers.DateTimeField(help_text="Exclusive.")
-
-
-class EscalationTrendOutputSerializer(WindowOutputMixin, serializers.Serializer):
-    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
-    interval = serializers.ChoiceField(choices=INTERVALS)
-    buckets = TrendBucketSerializer(many=True, help_text="Every day or week of the window, empty ones included.")
-    metric_definition = serializers.CharField()
-
-
-# --- Per engineer and drill-down -------------------------------------------------------
-
 # Ids are bigints: a larger number names nobody and must not reach the database.
 MAX_USER_ID = 2**63 - 1
 
@@ -340,62 +191,145 @@ class ClaimerQuerySerializer(WindowQuerySerializer):
         return int(value)
 
 
-class EngineerSerializer(serializers.Serializer):
-    engineer_id = serializers.IntegerField(allow_null=True, help_text="null: deleted or never recorded.")
-    engineer_name = serializers.CharField(help_text=f'Full name, else username; "{DELETED_CLAIMER_NAME}".')
-
-
-class EngineerFiguresSerializer(EngineerSerializer, FullFiguresSerializer):
-    """One claimer's figures over the window (no target on this endpoint)."""
-
-    target_seconds = None
-    n_handoffs_within_target = None
-    within_target_rate = None
-
-
-class EscalationsByEngineerOutputSerializer(WindowOutputMixin, serializers.Serializer):
-    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
-    engineers = EngineerFiguresSerializer(
-        many=True, help_text="One row per claimer with handoffs in the window (an engineer: their own row)."
-    )
-    metric_definition = serializers.CharField()
-
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
-
-class HandoffsQuerySerializer(ClaimerQuerySerializer):
-    ordering = serializers.ChoiceField(
-        choices=HANDOFF_ORDERINGS,
-        default="-claimed_at",
-        help_text="Ties broken by handoff id; handoffs without action come last in both lag orders.",
-    )
+class HandoffsQuerySerializer(PageQueryMixin, ClaimerQuerySerializer):
     # Not nullable: an empty has_action= is a 400, not a silent "no filter".
     has_action = serializers.BooleanField(
         required=False, help_text="true: only handoffs with an action; false: only without."
     )
-    page_size = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
-    cursor = serializers.CharField(
-        required=False, help_text="The next_cursor of the previous page; keep every other parameter the same."
+
+
+# --- Output: the figures, generated from the spec (flowpilot_analytics.figures) ---------
+
+
+class DistributionBucketSerializer(serializers.Serializer):
+    bucket = serializers.ChoiceField(choices=[key for key, _, _ in LAG_BUCKETS])
+    min_seconds = serializers.IntegerField(help_text="Inclusive.")
+    max_seconds = serializers.IntegerField(allow_null=True, help_text="Exclusive; null for the last bucket.")
+    count = serializers.IntegerField()
+
+
+def figure_field(figure, *, change=False):
+    """The output field of a figure; in the change block (current minus previous), always nullable."""
+    if figure.kind is DISTRIBUTION:
+        return DistributionBucketSerializer(many=True, help_text=figure.description)
+    field_class = serializers.IntegerField if figure.kind is COUNT else serializers.FloatField
+    if change:
+        return field_class(allow_null=True)
+    return field_class(allow_null=figure.nullable, help_text=figure.description)
+
+
+class FiguresSerializer(serializers.Serializer):
+    """The figures of a set of claimed handoffs."""
+
+    # One field per figure of ``figures``, after the fields the serializer declares itself.
+    figures = RESPONSE_ORDER
+    # The fields are changes (current minus previous) of the figures, not the figures.
+    changes = False
+
+    def get_fields(self):
+        fields = super().get_fields()
+        return fields | {figure.name: figure_field(figure, change=self.changes) for figure in self.figures}
+
+
+class ConstantField(serializers.CharField):
+    """The same text in every answer, whatever the object rendered."""
+
+    def __init__(self, value, **kwargs):
+        self.value = value
+        super().__init__(**kwargs)
+
+    def get_attribute(self, instance):
+        return self.value
+
+
+class WindowSerializer(serializers.Serializer):
+    """Which window an answer covers (read from its ``window``), and which timestamp places a handoff in it."""
+
+    window_start = serializers.DateTimeField(source="window.start", help_text="Inclusive.")
+    window_end = serializers.DateTimeField(source="window.end")
+    window_end_inclusive = serializers.BooleanField(
+        source="window.closed",
+        help_text="true for a period (ending now, included); false for start/end (end excluded).",
     )
+    time_zone = serializers.CharField(source="window.time_zone")
+    window_field = serializers.SerializerMethodField(help_text="The timestamp a window selects handoffs by.")
 
-    def validate_cursor(self, value):
-        try:
-            return Cursor.decode(value)
-        except ValueError:
-            raise serializers.ValidationError("Not a cursor this API gave out (give next_cursor unchanged).") from None
+    def get_window_field(self, obj) -> str:
+        return "claimed_at"
 
-    def validate(self, attrs):
-        cursor = attrs.get("cursor")
-        if cursor is not None:
-            if cursor.ordering != attrs["ordering"]:
-                raise serializers.ValidationError(
-                    {"cursor": [f"This cursor is for ordering={cursor.ordering}: keep the first page's ordering."]}
-                )
-            # Every page of a period is read over the first page's window, however late it is asked for.
-            self.context["now"] = cursor.now
-        return super().validate(attrs)
+
+class EnvelopeSerializer(WindowSerializer):
+    """An analytics answer: its period and window first, then its own fields, then the metric's definition."""
+
+    period = serializers.ChoiceField(
+        choices=[*PERIODS, "custom"],
+        source="window.period_name",
+        help_text="The period asked for, or custom for start/end.",
+    )
+    metric_definition = ConstantField(METRIC_DEFINITION)
+    # The answer's own fields that come after the definition.
+    after_definition = ()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        head = {name: fields.pop(name) for name in ("period", *WindowSerializer._declared_fields)}
+        tail = {name: fields.pop(name) for name in ("metric_definition", *self.after_definition)}
+        return head | fields | tail
+
+
+class PreviousWindowSerializer(WindowSerializer, FiguresSerializer):
+    """The same figures over the equally long window just before (half-open, ending where the window starts)."""
+
+
+class ChangeSerializer(FiguresSerializer):
+    """Current minus previous, per figure; null when either is null."""
+
+    figures = COMPARED
+    changes = True
+
+
+@extend_schema_serializer(component_name="EscalationMetrics")
+class EscalationMetricsOutputSerializer(EnvelopeSerializer, FiguresSerializer):
+    """The seed schema ``EscalationMetrics``: fields may be added, never renamed or retyped."""
+
+    previous = PreviousWindowSerializer(
+        required=False, help_text="With compare=previous: the equally long window just before."
+    )
+    change = ChangeSerializer(required=False, help_text="With compare=previous: current minus previous.")
+    after_definition = ("previous", "change")
+
+
+class TrendBucketSerializer(FiguresSerializer):
+    """One day or week: the contract's figures of the window's handoffs claimed in it."""
+
+    figures = in_sections(CONTRACT)
+
+    range_start = serializers.DateTimeField(help_text="Local midnight (of a day, or of a week's Monday).")
+    range_end = serializers.DateTimeField(help_text="Exclusive.")
+
+
+class EscalationTrendOutputSerializer(EnvelopeSerializer):
+    """The figures of each day or week of the window."""
+
+    interval = serializers.ChoiceField(choices=INTERVALS)
+    buckets = TrendBucketSerializer(many=True, help_text="Every day or week of the window, empty ones included.")
+
+
+class EngineerFiguresSerializer(FiguresSerializer):
+    """One claimer's figures over the window (no target on this endpoint)."""
+
+    figures = in_sections(CONTRACT, SPREAD, COVERAGE)
+
+    engineer_id = serializers.IntegerField(allow_null=True, help_text="null: deleted or never recorded.")
+    engineer_name = serializers.CharField(help_text=f'Full name, else username; "{DELETED_CLAIMER_NAME}".')
+
+
+class EscalationsByEngineerOutputSerializer(EnvelopeSerializer):
+    """The figures of each claimer of the window's handoffs."""
+
+    engineers = EngineerFiguresSerializer(
+        many=True, help_text="One row per claimer with handoffs in the window (an engineer: their own row)."
+    )
 
 
 class HandoffRowSerializer(serializers.Serializer):
@@ -410,10 +344,10 @@ class HandoffRowSerializer(serializers.Serializer):
     )
 
 
-class EscalationHandoffsOutputSerializer(WindowOutputMixin, serializers.Serializer):
-    period = serializers.ChoiceField(choices=[*PERIODS, "custom"])
+class EscalationHandoffsOutputSerializer(EnvelopeSerializer):
+    """A page of the window's claimed handoffs, each with its claimer and lag."""
+
     ordering = serializers.ChoiceField(choices=HANDOFF_ORDERINGS)
     next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
     next_cursor = serializers.CharField(allow_null=True)
     results = HandoffRowSerializer(many=True)
-    metric_definition = serializers.CharField()

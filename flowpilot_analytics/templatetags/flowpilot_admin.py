@@ -13,6 +13,7 @@ from ..admin_widget import escalation_summary_context, may_view_escalation_summa
 from ..charts import daily_series_svg
 from ..durations import human_duration as _human_duration
 from ..durations import percent
+from ..figures import MEDIAN
 from ..overview import ATTENTION_PERIOD
 
 register = template.Library()
@@ -42,7 +43,7 @@ def percent_of(numerator, denominator):
 @register.filter
 def daily_median_chart(summary):
     """The inline SVG sparkline of an ``AccountSummary``'s daily medians."""
-    reference = summary.for_period(ATTENTION_PERIOD).median_seconds_to_first_action
+    reference = MEDIAN.of(summary.for_period(ATTENTION_PERIOD))
     days = len(summary.daily_median_seconds or ())
     svg = daily_series_svg(
         summary.daily_median_seconds or (),

@@ -1,0 +1,257 @@
+"""
+The base endpoints of the analytics API: the tenant, the window, the claimer; and their OpenAPI shape.
+
+As Sentry's ``api/bases``: every endpoint of :mod:`flowpilot_analytics.api.views`
+is a thin subclass that reads its query, calls one selector and renders the
+answer; who may read which account, in which transaction, is settled here.
+"""
+
+from django.db import OperationalError
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from .. import rls
+from ..conf import app_settings
+from ..models import Membership
+from ..windows import zone
+from . import schema
+from .authentication import analytics_authenticators
+from .permissions import HasAccountRole
+from .renderers import CsvRenderer, csv_lines, streaming_csv
+from .serializers import WindowQuerySerializer
+from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
+from .throttles import AnalyticsRateThrottle
+
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+# A read replica cancelled the statement: WAL replay needed what it held ("conflict with recovery").
+SERIALIZATION_FAILURE = "40001"
+
+
+class AnalyticsQueryTimeout(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = (
+        "The analytics query took longer than the server allows and was cancelled. "
+        "Try again in a moment, or ask for a shorter period."
+    )
+    default_code = "query_timeout"
+    # DRF's exception handler turns ``wait`` into the Retry-After header.
+    wait = 30
+
+
+class AnalyticsReplicaConflict(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = (
+        "The analytics read was cancelled by the database (on a read replica: a conflict with "
+        "replication). Try again in a moment."
+    )
+    default_code = "replica_conflict"
+    wait = 5
+
+
+RETRYABLE_SQLSTATES = {QUERY_CANCELED: AnalyticsQueryTimeout, SERIALIZATION_FAILURE: AnalyticsReplicaConflict}
+
+
+class AccountScopedApi(APIView):
+    """Base of every analytics endpoint: resolves the tenant once, before the handler.
+
+    After ``initial()`` the view has ``self.account`` (the only account any query
+    below may read) and ``self.membership`` (the user's role in it). Anonymous
+    requests are refused (401) before anything else, then any method but GET,
+    HEAD and OPTIONS (405), before anything about accounts is looked up.
+
+    The whole request runs in one transaction. On PostgreSQL the account is
+    bound to it for Row-Level Security (:mod:`flowpilot_analytics.rls`): first
+    the user, so that only their own memberships are readable while the account
+    is resolved from them, then the account the membership grants, so that a
+    query missing its account filter still sees no other tenant's rows. The
+    transaction is rolled back at the end (nothing here writes), which ends both
+    settings and the statement timeout with it.
+    """
+
+    permission_classes = [IsAuthenticated, HasAccountRole]
+    allowed_roles = (Membership.Role.ENGINEER, Membership.Role.ADMIN)
+    http_method_names = ["get", "head", "options"]
+    throttle_classes = [AnalyticsRateThrottle]
+    throttle_scope = "analytics"
+
+    # The caller's membership of the request's account, resolved during initial().
+    membership = None
+
+    def get_authenticators(self):
+        return analytics_authenticators()
+
+    def dispatch(self, request, *args, **kwargs):
+        with rls.tenant_transaction():
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        # DRF's: content negotiation, authentication (which resolves the tenant,
+        # below), the permission checks against it, the throttles.
+        super().initial(request, *args, **kwargs)
+        self.account = self.membership.account
+        rls.bind_account(self.account)
+
+    def perform_authentication(self, request):
+        super().perform_authentication(request)
+        if request.user and request.user.is_authenticated:
+            if request.method.lower() not in self.http_method_names:
+                # Nothing here can be written, whatever the caller's accounts:
+                # 405 before any account is looked up (anonymous callers get 401).
+                self.http_method_not_allowed(request)
+            rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
+            self.membership = membership_for_request(user=request.user, query_params=request.query_params)
+
+    def handle_exception(self, exc):
+        retryable = isinstance(exc, OperationalError) and RETRYABLE_SQLSTATES.get(
+            getattr(exc.__cause__, "sqlstate", None)
+        )
+        if retryable:
+            # The failed transaction is rolled back by tenant_transaction(), as every one is.
+            exc = retryable()
+        return super().handle_exception(exc)
+
+
+ACCOUNT_PARAMETER = OpenApiParameter(
+    ACCOUNT_PARAM,
+    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
+    description="The account's id. Needed only when you are a member of several accounts.",
+)
+
+
+def analytics_schema(*, operation_id, summary, ok_description=schema.OK):
+    """Class decorator: the OpenAPI description of an analytics endpoint, its query and every answer.
+
+    The query parameters and the 200 body are the view's own ``query_serializer_class``
+    and ``output_serializer_class``.
+    """
+
+    def describe(view):
+        return extend_schema_view(
+            get=extend_schema(
+                operation_id=operation_id,
+                summary=summary,
+                parameters=[view.query_serializer_class, ACCOUNT_PARAMETER],
+                responses={
+                    200: OpenApiResponse(view.output_serializer_class, description=ok_description),
+                    400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
+                    401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
+                    403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
+                    404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
+                    429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
+                    503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
+                },
+            )
+        )(view)
+
+    return describe
+
+
+class WindowedApi(AccountScopedApi):
+    """An analytics endpoint over a window (``period``, or ``start``/``end``, and ``time_zone``).
+
+    It answers JSON, or CSV with ``format=csv`` or ``Accept: text/csv``
+    (:mod:`flowpilot_analytics.api.renderers`); an error asked for as CSV is JSON.
+    """
+
+    query_serializer_class = WindowQuerySerializer
+    # Renders the answer: an envelope (period, window, definition) around the endpoint's fields.
+    output_serializer_class = None
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, CsvRenderer]
+    # The CSV's name, and which list of the response (if any) gives its lines.
+    csv_name = "escalations"
+    csv_rows_key = None
+
+    def query(self, request):
+        """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window."""
+        self.now = timezone.now()
+        params = self.query_serializer_class(query_params=request.query_params, context={"now": self.now})
+        params.is_valid(raise_exception=True)
+        self.params = params.validated_data
+        self.window = self.params["window"]
+        return self.params
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            # DRF answers an unknown format= with a bare 404: say what is wrong instead.
+            raise ValidationError({"format": ["Allowed values: json, csv."]}) from None
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        renderer = getattr(request, "accepted_renderer", None)
+        if (
+            isinstance(response, Response)
+            and response.status_code >= 400
+            and isinstance(renderer, CsvRenderer)
+        ):
+            # An error asked for as CSV is a JSON body, as the schema documents.
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def csv_disposition(self):
+        window = self.window
+        if window.period:
+            label = window.period
+        else:
+            tz = zone(window.time_zone)
+            label = f"{window.start.astimezone(tz):%Y-%m-%d}_{window.end.astimezone(tz):%Y-%m-%d}"
+        return f'attachment; filename="{self.csv_name}-{self.account.slug}-{label}.csv"'
+
+    def wants_csv(self, request):
+        return request.accepted_renderer.format == CsvRenderer.format
+
+    @property
+    def csv_row_serializer(self):
+        """The serializer of one line of the CSV: the output's list ``csv_rows_key``, item by item."""
+        return self.output_serializer_class().fields[self.csv_rows_key].child if self.csv_rows_key else None
+
+    def respond(self, **fields):
+        """The answer: the window and ``fields``, rendered by the output serializer."""
+        with self.in_time_zone():
+            return Response(self.output_serializer_class({"window": self.window, **fields}).data)
+
+    def stream_csv(self, rows, *, leave_out=(), **fields):
+        """The CSV of the answer (the window, ``fields``), a line per row of ``rows``, rendered as it streams.
+
+        ``leave_out`` names the answer's fields the CSV has no column for.
+        """
+        answer = {"window": self.window, **fields, **dict.fromkeys(leave_out), self.csv_rows_key: []}
+        left_out = {self.csv_rows_key, *leave_out}
+        row_serializer = self.csv_row_serializer
+
+        def lines():
+            with self.in_time_zone():
+                data = self.output_serializer_class(answer).data
+                envelope = {name: value for name, value in data.items() if name not in left_out}
+                rendered = (row_serializer.to_representation(row) for row in rows)
+                yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
+
+        return streaming_csv(lines(), disposition=self.csv_disposition())
+
+    def in_time_zone(self):
+        # Instants are rendered in the caller's time zone, e.g. 2026-03-29T00:00:00+01:00.
+        return timezone.override(zone(self.window.time_zone))
+
+
+class ClaimerScopedApi(WindowedApi):
+    """An endpoint over the handoffs of one or every claimer: an engineer member sees only their own."""
+
+    def claimer(self, request, params):
+        """Whose handoffs to read: the ``claimed_by`` asked for, checked against the caller's role."""
+        claimed_by = params.get("claimed_by")
+        if self.membership.role == Membership.Role.ADMIN:
+            return claimed_by
+        if claimed_by is not None and claimed_by != request.user.pk:
+            raise PermissionDenied(
+                f"As an engineer of this account you see only the handoffs you claimed: give claimed_by="
+                f"{request.user.pk} (your id) or leave it out."
+            )
+        return request.user.pk

@@ -1,0 +1,225 @@
+"""GET .../escalations/handoffs: the drill-down, its keyset pages and its query counts."""
+
+import base64
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from flowpilot_analytics.factories import AccountFactory, UserFactory
+from flowpilot_analytics.models import Membership
+from flowpilot_analytics.stats import percentile
+from tests.builders import BY_ENGINEER, HANDOFFS, URL, as_user, claimed_handoff
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_rows_agree_with_the_summary(api_client, team):
+    client = as_user(api_client, team["admin"])
+    body = client.get(HANDOFFS, {"period": "30d", "page_size": 500}).json()
+    summary = client.get(URL, {"period": "30d"}).json()
+    rows = body["results"]
+
+    assert len(rows) == summary["n_handoffs_claimed"] == 8
+    lags = sorted(round(row["seconds_to_first_action"] * 1_000_000) for row in rows if row["first_action_at"])
+    assert len(lags) == summary["n_handoffs_with_action"]
+    assert round(percentile(lags, 0.5) / 1e6, 3) == summary["median_seconds_to_first_action"]
+    assert round(percentile(lags, 0.95) / 1e6, 3) == summary["p95_seconds_to_first_action"]
+    assert round(sum(lags) / len(lags) / 1e6, 3) == summary["avg_seconds_to_first_action"]
+    assert body["next"] is None and body["ordering"] == "-claimed_at"
+    claimed = [row["claimed_at"] for row in rows]
+    assert claimed == sorted(claimed, reverse=True)
+    first = rows[0]
+    assert set(first) == {
+        "handoff_id",
+        "session_id",
+        "claimed_at",
+        "claimed_by_id",
+        "claimed_by_name",
+        "first_action_at",
+        "seconds_to_first_action",
+    }
+    waiting = next(row for row in rows if row["first_action_at"] is None)
+    assert waiting["seconds_to_first_action"] is None and waiting["claimed_by_id"] == team["alice"].pk
+    assert {row["claimed_by_name"] for row in rows if row["claimed_by_id"] is None} == {"(deleted user)"}
+
+
+def test_ordered_by_lag_with_the_handoffs_without_action_last(api_client, team):
+    client = as_user(api_client, team["admin"])
+    for ordering, reverse in (("-seconds_to_first_action", True), ("seconds_to_first_action", False)):
+        rows = client.get(HANDOFFS, {"ordering": ordering}).json()["results"]
+        lags = [row["seconds_to_first_action"] for row in rows]
+        assert lags[-1] is None
+        assert lags[:-1] == sorted(lags[:-1], reverse=reverse)
+    assert [row["seconds_to_first_action"] for row in rows][0] == 3.0
+
+
+def test_filtered_by_action_and_by_claimer(api_client, team):
+    client = as_user(api_client, team["admin"])
+    without = client.get(HANDOFFS, {"has_action": "false"}).json()["results"]
+    assert [row["first_action_at"] for row in without] == [None]
+    assert len(client.get(HANDOFFS, {"has_action": "true"}).json()["results"]) == 7
+    bob = client.get(HANDOFFS, {"claimed_by": team["bob"].pk}).json()["results"]
+    assert sorted(row["seconds_to_first_action"] for row in bob) == [12.25, 7200.0]
+
+
+def test_an_engineer_sees_only_the_handoffs_they_claimed(api_client, team):
+    rows = as_user(api_client, team["alice"]).get(HANDOFFS).json()["results"]
+    assert {row["claimed_by_id"] for row in rows} == {team["alice"].pk}
+    assert len(rows) == 4  # not the other account's, not the one out of the window
+
+
+@pytest.mark.parametrize(
+    "ordering", ["-seconds_to_first_action", "seconds_to_first_action", "claimed_at", "-claimed_at"]
+)
+def test_pages_neither_repeat_nor_skip_a_handoff_when_handoffs_arrive_between_fetches(
+    api_client, account, member, ordering
+):
+    admin = member(Membership.Role.ADMIN)
+    client = as_user(api_client, admin)
+    now = timezone.now()
+    original = set()
+    for index in range(11):
+        # Equal lags and equal claim instants in pairs: the id must break the ties.
+        lag = None if index % 5 == 4 else 10 * (index // 2)
+        original.add(claimed_handoff(account, claimed_at=now - timedelta(hours=index // 2 + 1), lag=lag).pk)
+
+    seen, params, pages = [], {"ordering": ordering, "page_size": 3, "period": "7d"}, 0
+    while True:
+        body = client.get(HANDOFFS, params).json()
+        seen += [row["handoff_id"] for row in body["results"]]
+        pages += 1
+        # Arrivals: a fresh claim, and backfilled ones in the middle of the window and of the lags.
+        claimed_handoff(account, claimed_at=timezone.now(), lag=15)
+        claimed_handoff(account, claimed_at=now - timedelta(hours=2, minutes=30), lag=pages * 7)
+        claimed_handoff(account, claimed_at=now - timedelta(hours=3, minutes=30))
+        if body["next_cursor"] is None:
+            break
+        assert body["next"].endswith("cursor=" + body["next_cursor"]) or "cursor=" in body["next"]
+        params = {**params, "cursor": body["next_cursor"]}
+
+    seen_original = [pk for pk in seen if pk in original]
+    assert sorted(seen_original) == sorted(original)
+    assert len(seen) == len(set(seen)), "no handoff appears twice"
+    assert pages >= 4
+
+
+def test_a_cursor_pins_the_window_of_the_first_page(api_client, account, member, monkeypatch):
+    client = as_user(api_client, member(Membership.Role.ADMIN))
+    now = timezone.now()
+    for hours in range(4):
+        claimed_handoff(account, claimed_at=now - timedelta(days=7) + timedelta(minutes=5 + hours), lag=1)
+    first = client.get(HANDOFFS, {"period": "7d", "page_size": 2, "ordering": "claimed_at"}).json()
+    later = now + timedelta(minutes=30)  # by then the first page's oldest handoffs left the period
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    second = client.get(
+        HANDOFFS, {"period": "7d", "page_size": 2, "ordering": "claimed_at", "cursor": first["next_cursor"]}
+    ).json()
+    assert second["window_start"] == first["window_start"]
+    assert len(first["results"]) + len(second["results"]) == 4
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"ordering": "lag"}, "ordering"),
+        ({"ordering": "seconds_to_first_action", "ordering ": "x"}, None),
+        ({"page_size": "0"}, "page_size"),
+        ({"page_size": "501"}, "page_size"),
+        ({"has_action": "maybe"}, "has_action"),
+        ({"has_action": ""}, "has_action"),
+        ({"has_action": "null"}, "has_action"),
+        ({"claimed_by": "bob"}, "claimed_by"),
+        ({"claimed_by": "0"}, "claimed_by"),
+        ({"claimed_by": str(2**63)}, "claimed_by"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "WyJjbGFpbWVkX2F0IiwxLDEsIm5vdyJd"}, "cursor"),  # well-formed base64 JSON, not ours
+        ({"format": "xml"}, "format"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(api_client, team, params, field):
+    response = as_user(api_client, team["admin"]).get(HANDOFFS, params)
+    if field is None:
+        assert response.status_code == 200  # an unknown parameter is ignored, as on the summary
+        return
+    assert response.status_code == 400
+    assert field in response.json()
+    assert response["Content-Type"].startswith("application/json")
+
+
+def test_a_cursor_of_another_ordering_is_refused(api_client, team):
+    client = as_user(api_client, team["admin"])
+    cursor = client.get(HANDOFFS, {"page_size": 2}).json()["next_cursor"]
+    response = client.get(HANDOFFS, {"page_size": 2, "cursor": cursor, "ordering": "seconds_to_first_action"})
+    assert response.status_code == 400
+    assert "ordering=-claimed_at" in response.json()["cursor"][0]
+
+
+# --- query counts -----------------------------------------------------------------------
+
+
+def build(account, n_handoffs, n_claimers):
+    now = timezone.now()
+    claimers = [UserFactory() for _ in range(n_claimers)]
+    for index in range(n_handoffs):
+        claimed_handoff(
+            account,
+            claimed_at=now - timedelta(hours=index + 1),
+            lag=None if index % 7 == 0 else index,
+            claimed_by=claimers[index % n_claimers],
+        )
+
+
+# The request's savepoint, its rollback and release, and the membership (with its account),
+# then: the grouped figures and the claimers' names (by-engineer, 2), or the page with its
+# claimers joined (handoffs, 1). On PostgreSQL two more: binding the user, then the account (RLS).
+@pytest.mark.parametrize(
+    "url, params, own_queries",
+    [
+        (BY_ENGINEER, {}, 2),
+        (HANDOFFS, {"page_size": 50}, 1),
+        (HANDOFFS, {"page_size": 50, "ordering": "-seconds_to_first_action"}, 1),
+        (HANDOFFS, {"format": "csv"}, 1),
+    ],
+)
+def test_the_query_count_does_not_grow_with_handoffs_or_engineers(
+    api_client, member, django_assert_num_queries, url, params, own_queries
+):
+    counts = []
+    for n_handoffs, n_claimers in ((10, 3), (200, 40)):
+        account = AccountFactory()
+        client = as_user(api_client, member(Membership.Role.ADMIN, account=account))
+        build(account, n_handoffs, n_claimers)
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url, params)
+            if response.streaming:
+                b"".join(response.streaming_content)
+        assert response.status_code == 200
+        counts.append(len(queries))
+    expected = 4 + own_queries + (2 if connection.vendor == "postgresql" else 0)
+    assert counts == [expected, expected]
+    with django_assert_num_queries(expected):
+        response = client.get(url, params)
+        if response.streaming:
+            b"".join(response.streaming_content)
+
+
+def forged_cursor(payload):
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 5000,
+        '["-claimed_at", "2026-01-01T00:00:00+00:00", 1, "0001-01-01T00:00:00+00:00"]',
+        '["-claimed_at", "0001-01-01T00:00:00+05:00", 1, "2026-01-01T00:00:00+00:00"]',
+        '["claimed_at", "9999-12-31T23:00:00-05:00", 1, "2026-01-01T00:00:00+00:00"]',
+    ],
+)
+def test_hostile_cursors_are_400_naming_the_cursor(api_client, team, payload):
+    response = as_user(api_client, team["admin"]).get(HANDOFFS, {"cursor": forged_cursor(payload)})
+    assert response.status_code == 400
+    assert "cursor" in response.json()
