@@ -60,6 +60,12 @@ def _database_alias(value):
     return None
 
 
+def _optional_database_alias(value):
+    if value is not None and (not isinstance(value, str) or not value):
+        return "must be None or the alias of a database in DATABASES (a non-empty string)"
+    return None
+
+
 def _authentication_classes(value):
     from rest_framework.authentication import BaseAuthentication
 
@@ -122,6 +128,14 @@ SETTINGS = (
         "How many accounts the admin summary widget lists (those most in need of attention); it says "
         "how many more there are.",
         "flowpilot_analytics.E014", _positive_int,
+    ),
+    Setting(
+        "CROSS_ACCOUNT_DB_ALIAS", None,
+        "The database the faces reading every account (admin summary, report, the app's admin pages) use: "
+        "an alias connecting as a role made by `grant_cross_account_role`, with "
+        "`flowpilot_analytics.routers.AnalyticsReadRouter` in `DATABASE_ROUTERS`. `None`: the default "
+        "routing, which under the app role shows them no account (they say so). README, \"Security\".",
+        "flowpilot_analytics.E015", _optional_database_alias,
     ),
 )
 

@@ -44,6 +44,7 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "DB_ALIAS": "default",
         "AUTHENTICATION_CLASSES": None,
         "WIDGET_ACCOUNT_LIMIT": 25,
+        "CROSS_ACCOUNT_DB_ALIAS": None,
     }
     assert app_messages() == []
 

@@ -31,6 +31,8 @@ from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+# A read replica cancelled the statement: WAL replay needed what it held ("conflict with recovery").
+SERIALIZATION_FAILURE = "40001"
 
 
 class AnalyticsQueryTimeout(APIException):
@@ -42,6 +44,19 @@ class AnalyticsQueryTimeout(APIException):
     default_code = "query_timeout"
     # DRF's exception handler turns ``wait`` into the Retry-After header.
     wait = 30
+
+
+class AnalyticsReplicaConflict(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = (
+        "The analytics read was cancelled by the database (on a read replica: a conflict with "
+        "replication). Try again in a moment."
+    )
+    default_code = "replica_conflict"
+    wait = 5
+
+
+RETRYABLE_SQLSTATES = {QUERY_CANCELED: AnalyticsQueryTimeout, SERIALIZATION_FAILURE: AnalyticsReplicaConflict}
 
 
 class AccountScopedApi(APIView):
@@ -95,9 +110,12 @@ class AccountScopedApi(APIView):
             self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
     def handle_exception(self, exc):
-        if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+        retryable = isinstance(exc, OperationalError) and RETRYABLE_SQLSTATES.get(
+            getattr(exc.__cause__, "sqlstate", None)
+        )
+        if retryable:
             # The failed transaction is rolled back by tenant_transaction(), as every one is.
-            exc = AnalyticsQueryTimeout()
+            exc = retryable()
         return super().handle_exception(exc)
 
 

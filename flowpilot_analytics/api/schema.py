@@ -28,6 +28,6 @@ FORBIDDEN = "Your role in the account is `viewer`, or you have no membership at 
 NOT_FOUND = "You are not a member of that account, or it does not exist (one answer for both)."
 THROTTLED = "Too many requests: wait the number of seconds in the Retry-After header."
 QUERY_TIMEOUT = (
-    "The query ran past the server's statement timeout and was cancelled; retry after the "
-    "number of seconds in the Retry-After header."
+    "The query ran past the server's statement timeout, or a read replica cancelled it (a conflict "
+    "with replication); retry after the number of seconds in the Retry-After header."
 )
