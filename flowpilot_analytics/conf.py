@@ -19,8 +19,9 @@ keeps the README's table equal to :func:`settings_table`.
 
 Values are read lazily and cached; the cache is dropped on ``setting_changed``
 (``override_settings`` in tests). The swappable model settings are top-level,
-as Django requires (``FLOWPILOT_ANALYTICS_HANDOFF_MODEL`` and friends), not in
-this dict.
+as Django requires (``FLOWPILOT_ANALYTICS_HANDOFF_MODEL`` and friends, read by
+:func:`model_label`), not in this dict: Django decides which models exist when
+it starts. docs/host-integration.md walks a host through both.
 """
 
 import re
@@ -34,6 +35,80 @@ from django.utils.module_loading import import_string
 SETTING_NAME = "FLOWPILOT_ANALYTICS"
 
 THROTTLE_RATE_FORMAT = re.compile(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+# The swappable models (Meta.swappable of each): top-level settings naming a host's
+# model as "app_label.ModelName", the app's own when unset.
+ACCOUNT_MODEL = "FLOWPILOT_ANALYTICS_ACCOUNT_MODEL"
+STEP_MODEL = "FLOWPILOT_ANALYTICS_STEP_MODEL"
+HANDOFF_MODEL = "FLOWPILOT_ANALYTICS_HANDOFF_MODEL"
+DEFAULT_MODELS = {
+    ACCOUNT_MODEL: "flowpilot_analytics.Account",
+    STEP_MODEL: "flowpilot_analytics.AiSessionStep",
+    HANDOFF_MODEL: "flowpilot_analytics.SessionHandoff",
+}
+# Not a host's setting: derived from HANDOFF_MODEL. The app's sessions go with its
+# handoffs (a host's handoffs and steps point at the host's own sessions), so
+# AiSession is swapped out, for the host's handoff model, whenever they are.
+SESSION_MODEL = "FLOWPILOT_ANALYTICS_SESSION_MODEL"
+DEFAULT_SESSION_MODEL = "flowpilot_analytics.AiSession"
+
+
+def is_default_model(setting, label):
+    """Whether ``label`` names the app's own model for the swappable ``setting`` (case as get_model)."""
+    app_label, _, name = (label or "").partition(".")
+    default_app, _, default_name = DEFAULT_MODELS[setting].partition(".")
+    return app_label == default_app and name.lower() == default_name.lower()
+
+
+def model_label(setting):
+    """The model a swappable setting names (``"app_label.ModelName"``), the app's own when unset."""
+    if setting == SESSION_MODEL:
+        handoff = model_label(HANDOFF_MODEL)
+        return DEFAULT_SESSION_MODEL if is_default_model(HANDOFF_MODEL, handoff) else handoff
+    return getattr(settings, setting, None) or DEFAULT_MODELS[setting]
+
+
+def swapped_models():
+    """``{setting: the host's model}`` of the swappable settings naming a model of the host's."""
+    labels = {setting: model_label(setting) for setting in DEFAULT_MODELS}
+    return {setting: label for setting, label in labels.items() if not is_default_model(setting, label)}
+
+
+def install_swappable_model_defaults():
+    """Gives every swappable setting a value in ``settings``, as ``AUTH_USER_MODEL`` has one.
+
+    Called when the app's config is created, before any model is imported: the
+    migrations and the models name ``settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL``
+    as Django's own name ``settings.AUTH_USER_MODEL`` (``makemigrations`` writes
+    them so), which must then exist in a host that leaves them unset. A value
+    the host set is kept; :data:`SESSION_MODEL` is always derived.
+    """
+    for setting in DEFAULT_MODELS:
+        if not getattr(settings, setting, None):
+            setattr(settings, setting, DEFAULT_MODELS[setting])
+    setattr(settings, SESSION_MODEL, model_label(SESSION_MODEL))
+
+
+# The field map (FLOWPILOT_ANALYTICS["FIELDS"]): "<model>.<role>" -> the name of the
+# field playing that role on the model in use. The host gives only the keys it changes.
+DEFAULT_FIELDS = {
+    "handoff.account": "account",
+    "handoff.session": "session",
+    "handoff.claimed_at": "claimed_at",
+    "handoff.claimed_by": "claimed_by",
+    "step.session": "session",
+    "step.created_at": "created_at",
+    "step.account": "account",
+    "account.name": "name",
+    "account.slug": "slug",
+}
+# The keys that may be None: the model has no such field.
+OPTIONAL_FIELDS = ("step.account", "account.slug")
+
+# FLOWPILOT_ANALYTICS["RLS"]: the host's own PostgreSQL settings, set in each request's transaction.
+DEFAULT_RLS = {"account_setting": None, "user_setting": None, "cross_account_setting": None}
+# A custom PostgreSQL setting has a two-part name ("app.current_org"): set_config refuses others.
+CUSTOM_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)+")
 
 
 def _non_negative_int(value):
@@ -83,6 +158,46 @@ def _authentication_classes(value):
     return None
 
 
+def _field_map(value):
+    if not isinstance(value, dict):
+        return "must be a dict of the field map's keys to change (\"handoff.claimed_at\": \"taken_at\", ...)"
+    unknown = sorted(str(key) for key in value if key not in DEFAULT_FIELDS)
+    if unknown:
+        return f"has unknown keys {', '.join(map(repr, unknown))} (the keys: {', '.join(DEFAULT_FIELDS)})"
+    for key, name in value.items():
+        if name is None and key in OPTIONAL_FIELDS:
+            continue
+        if not isinstance(name, str) or not name.isidentifier():
+            allowed = "a field name, or None" if key in OPTIONAL_FIELDS else "a field name"
+            return f"maps {key!r} to {name!r}: it must be {allowed}"
+    return None
+
+
+def _access_policy(value):
+    if not isinstance(value, str) or not value:
+        return "must be the dotted path of a callable (user) -> {account_pk: role}"
+    try:
+        policy = import_string(value)
+    except ImportError as exc:
+        return f"names {value!r}, which cannot be imported ({exc})"
+    if not callable(policy):
+        return f"names {value!r}, which is not callable"
+    return None
+
+
+def _rls_settings(value):
+    if not isinstance(value, dict):
+        return f"must be a dict with the keys {', '.join(DEFAULT_RLS)} (each a setting name or None)"
+    unknown = sorted(str(key) for key in value if key not in DEFAULT_RLS)
+    if unknown:
+        return f"has unknown keys {', '.join(map(repr, unknown))} (the keys: {', '.join(DEFAULT_RLS)})"
+    for key, name in value.items():
+        if name is not None and not (isinstance(name, str) and CUSTOM_SETTING_NAME.fullmatch(name)):
+            return (f"names {name!r} as its {key!r}: it must be None or a two-part PostgreSQL setting "
+                    "name such as \"app.current_org\"")
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     """One key of ``FLOWPILOT_ANALYTICS``: its default, its README line and its system check."""
@@ -96,6 +211,8 @@ class Setting:
     validate: Callable[[object], str | None]
     # A dotted path (or a list of them) imported when read.
     import_string: bool = False
+    # The README table's "default" cell (Markdown), when the repr would not fit a cell.
+    shown_default: str | None = None
 
 
 SETTINGS = (
@@ -136,6 +253,31 @@ SETTINGS = (
         "`flowpilot_analytics.routers.AnalyticsReadRouter` in `DATABASE_ROUTERS`. `None`: the default "
         "routing, which under the app role shows them no account (they say so). README, \"Security\".",
         "flowpilot_analytics.E015", _optional_database_alias,
+    ),
+    Setting(
+        "FIELDS", DEFAULT_FIELDS,
+        "The field map: which field of the models in use (the swappable `FLOWPILOT_ANALYTICS_*_MODEL`) plays "
+        "each part of the metric, as `{\"handoff.claimed_at\": \"taken_at\"}`; only the keys you change. "
+        "Keys: `handoff.account`, `handoff.session`, `handoff.claimed_at`, `handoff.claimed_by`, "
+        "`step.session`, `step.created_at`, `step.account` (`None`: the session alone scopes a step), "
+        "`account.name`, `account.slug` (`None`: the id is shown). docs/host-integration.md.",
+        "flowpilot_analytics.E016", _field_map,
+        shown_default="the app's own (`\"account\"`, `\"claimed_at\"`, ...)",
+    ),
+    Setting(
+        "ACCESS_POLICY", "flowpilot_analytics.access.membership_roles",
+        "Dotted path of a callable `(user) -> {account_pk: role}`, role `\"viewer\"`, `\"engineer\"` or "
+        "`\"admin\"`: who may read which account. The default reads the app's `Membership`.",
+        "flowpilot_analytics.E017", _access_policy, import_string=True,
+    ),
+    Setting(
+        "RLS", DEFAULT_RLS,
+        "The host's own PostgreSQL settings its Row-Level Security policies read, set with "
+        "`set_config(name, value, true)` in each request's transaction: `account_setting` (the account's "
+        "id), `user_setting` (the user's id), `cross_account_setting` (`on` in the faces reading every "
+        "account); each `None` (not set). The app's own tables keep theirs (README, \"Security\").",
+        "flowpilot_analytics.E018", _rls_settings,
+        shown_default="each `None`",
     ),
 )
 
@@ -212,6 +354,10 @@ def settings_table():
     """The README's table of the keys (Markdown), generated from ``SETTINGS``."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for setting in SETTINGS:
-        default = setting.default if setting.default is None else repr(setting.default).replace("'", '"')
-        lines.append(f"| `{setting.name}` | `{default}` | {setting.doc} |")
+        if setting.shown_default is not None:
+            default = setting.shown_default
+        else:
+            value = setting.default if setting.default is None else repr(setting.default).replace("'", '"')
+            default = f"`{value}`"
+        lines.append(f"| `{setting.name}` | {default} | {setting.doc} |")
     return "\n".join(lines)

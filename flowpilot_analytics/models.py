@@ -1,7 +1,27 @@
+"""
+The app's models, and the getters of the models in use.
+
+A host may bring its own account, step and handoff models instead of the app's
+(``FLOWPILOT_ANALYTICS_ACCOUNT_MODEL``, ``..._STEP_MODEL``, ``..._HANDOFF_MODEL``:
+``Meta.swappable``, as ``AUTH_USER_MODEL``); a swapped model has no table and no
+manager, and the app's other models point at the host's account model. The app's
+sessions go with its handoffs (``AiSession`` is swapped out with ``SessionHandoff``):
+a host's handoffs and steps point at the host's own sessions, reached through the
+field map. Code reads the models in use through :func:`get_account_model`,
+:func:`get_step_model`, :func:`get_handoff_model` and :func:`get_session_model`
+(never by importing a class), and their fields through
+:mod:`flowpilot_analytics.field_map`. ``Membership`` is always the app's: the
+default access policy's table (:mod:`flowpilot_analytics.access`).
+"""
+
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from .access import Role
+from .conf import ACCOUNT_MODEL, HANDOFF_MODEL, SESSION_MODEL, STEP_MODEL, model_label
 
 
 class Account(models.Model):
@@ -12,6 +32,7 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["name"]
+        swappable = ACCOUNT_MODEL
 
     def __str__(self):
         return self.name
@@ -20,15 +41,17 @@ class Account(models.Model):
 class Membership(models.Model):
     """A user's role in one account; a user may belong to several accounts."""
 
-    class Role(models.TextChoices):
-        VIEWER = "viewer", "Viewer"
-        ENGINEER = "engineer", "Engineer"
-        ADMIN = "admin", "Admin"
+    Role = Role
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flowpilot_memberships"
     )
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    # Named for the app: a host's own account model may already have a "memberships".
+    account = models.ForeignKey(
+        settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL,
+        on_delete=models.CASCADE,
+        related_name="flowpilot_memberships",
+    )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
 
     class Meta:
@@ -57,32 +80,21 @@ class AccountOwnedMixin(models.Model):
         super().save(*args, **kwargs)
 
 
-class AiSession(models.Model):
-    """An AI-guided troubleshooting session."""
-
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="ai_sessions")
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        db_table = "ai_session"
-        verbose_name = "AI session"
-
-    def __str__(self):
-        return f"Session {self.pk}"
-
-
 class AiSessionStep(AccountOwnedMixin):
     """One recorded step of a session (by the AI or by an engineer)."""
 
     # Both foreign keys are served by the composite indexes below (each leads
     # with its column), so their own single-column indexes would be dead weight.
-    session = models.ForeignKey(AiSession, on_delete=models.CASCADE, related_name="steps", db_index=False)
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False)
+    session = models.ForeignKey("AiSession", on_delete=models.CASCADE, related_name="steps", db_index=False)
+    account = models.ForeignKey(
+        settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         db_table = "ai_session_step"
         verbose_name = "AI session step"
+        swappable = STEP_MODEL
         indexes = [
             # The first-action probe: equality on account and session, range on
             # created_at, answered by an index-only scan. Account first keeps an
@@ -102,8 +114,10 @@ class AiSessionStep(AccountOwnedMixin):
 class SessionHandoff(AccountOwnedMixin):
     """An escalation of a session to a human engineer, and its claim."""
 
-    session = models.ForeignKey(AiSession, on_delete=models.CASCADE, related_name="handoffs")
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey("AiSession", on_delete=models.CASCADE, related_name="handoffs")
+    account = models.ForeignKey(
+        settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.ForeignKey(
@@ -116,6 +130,7 @@ class SessionHandoff(AccountOwnedMixin):
 
     class Meta:
         db_table = "session_handoff"
+        swappable = HANDOFF_MODEL
         indexes = [
             # The metric's window scan: one account, a claimed_at range. Partial
             # on claimed rows (the only ones measured), carrying session_id for
@@ -130,6 +145,28 @@ class SessionHandoff(AccountOwnedMixin):
 
     def __str__(self):
         return f"Handoff {self.pk} of session {self.session_id}"
+
+
+# Defined after the steps and handoffs that point at it: with a host's models, AiSession is
+# swapped for the host's handoff model too, and Django names a key to that model after the
+# first model swapped for it (apps.get_swappable_settings_name): the handoff's setting.
+class AiSession(models.Model):
+    """An AI-guided troubleshooting session."""
+
+    account = models.ForeignKey(
+        settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL, on_delete=models.CASCADE, related_name="ai_sessions"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "ai_session"
+        verbose_name = "AI session"
+        # Swapped out whenever the handoffs are (the setting is derived, conf.SESSION_MODEL):
+        # a host's handoffs and steps have sessions of their own.
+        swappable = SESSION_MODEL
+
+    def __str__(self):
+        return f"Session {self.pk}"
 
 
 class EscalationSummaryPage(models.Model):
@@ -149,3 +186,25 @@ class EscalationSummaryPage(models.Model):
         default_permissions = ("view",)
         verbose_name = "escalation summary"
         verbose_name_plural = "escalation summary"
+
+
+def get_account_model():
+    """The account model in use: ``FLOWPILOT_ANALYTICS_ACCOUNT_MODEL``, else :class:`Account`."""
+    return apps.get_model(model_label(ACCOUNT_MODEL), require_ready=False)
+
+
+def get_step_model():
+    """The step model in use: ``FLOWPILOT_ANALYTICS_STEP_MODEL``, else :class:`AiSessionStep`."""
+    return apps.get_model(model_label(STEP_MODEL), require_ready=False)
+
+
+def get_handoff_model():
+    """The handoff model in use: ``FLOWPILOT_ANALYTICS_HANDOFF_MODEL``, else :class:`SessionHandoff`."""
+    return apps.get_model(model_label(HANDOFF_MODEL), require_ready=False)
+
+
+def get_session_model():
+    """The session model in use: the one the handoff's session field points at (``FIELDS["handoff.session"]``)."""
+    from .field_map import field_map
+
+    return get_handoff_model()._meta.get_field(field_map().handoff_session).related_model

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from django.core.checks import run_checks
 
-from flowpilot_analytics.conf import DEFAULTS, SETTINGS, app_settings, settings_table
+from flowpilot_analytics.access import membership_roles
+from flowpilot_analytics.conf import DEFAULT_FIELDS, DEFAULTS, SETTINGS, app_settings, settings_table
 from flowpilot_analytics.models import Membership
 
 URL = "/api/v1/analytics/flowpilot/escalations"
@@ -45,6 +46,9 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "AUTHENTICATION_CLASSES": None,
         "WIDGET_ACCOUNT_LIMIT": 25,
         "CROSS_ACCOUNT_DB_ALIAS": None,
+        "FIELDS": DEFAULT_FIELDS,
+        "ACCESS_POLICY": membership_roles,
+        "RLS": {"account_setting": None, "user_setting": None, "cross_account_setting": None},
     }
     assert app_messages() == []
 

@@ -13,7 +13,8 @@ migration does not). PostgreSQL only (SQLite: no RLS).
 
 from django.db import migrations
 
-TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+MODELS = {"ai_session": "AiSession", "ai_session_step": "AiSessionStep", "session_handoff": "SessionHandoff",
+          "flowpilot_analytics_membership": "Membership"}
 SETTING_ON = "current_setting('flowpilot.cross_account', true) = 'on'"
 
 
@@ -26,10 +27,16 @@ def owner_mode(table):
     )
 
 
+def app_tables(apps):
+    """The tables of the app's own models in this project: none of a model the host swapped."""
+    return [table for table, model in MODELS.items()
+            if not apps.get_model("flowpilot_analytics", model)._meta.swapped]
+
+
 def forwards(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    for table in TABLES:
+    for table in app_tables(apps):
         schema_editor.execute(f"DROP POLICY IF EXISTS cross_account_mode ON {table}")
         schema_editor.execute(
             f"CREATE POLICY owner_cross_account_mode ON {table} FOR ALL "
@@ -40,7 +47,7 @@ def forwards(apps, schema_editor):
 def backwards(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    for table in TABLES:
+    for table in app_tables(apps):
         schema_editor.execute(f"DROP POLICY IF EXISTS owner_cross_account_mode ON {table}")
         schema_editor.execute(f"DROP POLICY IF EXISTS cross_account_readers ON {table}")
         schema_editor.execute(
