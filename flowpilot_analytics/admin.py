@@ -2,7 +2,10 @@
 The app in the host's own admin site: the escalation summary page and the five models.
 
 Everything is registered on ``admin.site`` as any app's models are; the site,
-its index and the other apps' pages are left as they are. The summary widget
+its index and the other apps' pages are left as they are. A model the host
+swapped for its own (``FLOWPILOT_ANALYTICS_*_MODEL``) has no page here (the
+admin ignores swapped models): the host's own admin shows its rows; the pages
+that remain name the host's account fields through the field map. The summary widget
 is the changelist of ``EscalationSummaryPage`` (a model with no table), so the
 app's section of the index links to it and its view permission decides who
 sees it. The app's own pages read across accounts (``CrossAccountModelAdminMixin``;
@@ -15,17 +18,47 @@ the same number of queries whatever its length.
 """
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 
 from .admin_widget import escalation_summary_context
+from .clocks import CALENDAR
 from .cross_account import CrossAccountModelAdminMixin
 from .durations import human_duration
-from .clocks import CALENDAR
-from .models import Account, AiSession, AiSessionStep, EscalationSummaryPage, Membership, SessionHandoff
+from .field_map import field_map
+from .models import (
+    Account,
+    AiSession,
+    AiSessionStep,
+    EscalationSummaryPage,
+    Membership,
+    SessionHandoff,
+    get_account_model,
+)
 from .selectors import first_action_subquery
 from .stats import to_seconds
+
+
+def account_lookups(*, prefix="account__"):
+    """The account's name (and slug) lookups for search fields, on the account model in use."""
+    fields = field_map()
+    return [f"{prefix}{name}" for name in (fields.account_name, fields.account_slug) if name]
+
+
+def user_lookups(prefix):
+    """The user's username (and email) lookups for search fields, on the user model in use."""
+    user_model = get_user_model()
+    names = dict.fromkeys([user_model.USERNAME_FIELD, user_model.get_email_field_name()])
+    return [f"{prefix}{name}" for name in names if any(f.name == name for f in user_model._meta.fields)]
+
+
+def account_widgets():
+    """An autocomplete for the app's own accounts (registered below with search fields); a raw id otherwise."""
+    if get_account_model() is Account:
+        return {"autocomplete_fields": ["account"]}
+    return {"raw_id_fields": ["account"]}
 
 
 @admin.register(EscalationSummaryPage)
@@ -60,7 +93,7 @@ class EscalationSummaryPageAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "title": self.opts.verbose_name.capitalize(),
             "opts": self.opts,
-            **escalation_summary_context(),
+            **escalation_summary_context(admin_site_name=self.admin_site.name),
             **(extra_context or {}),
         }
         request.current_app = self.admin_site.name
@@ -80,10 +113,10 @@ class MembershipAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
     list_display = ["user", "account", "role"]
     list_filter = ["role", "account"]
     list_select_related = ["user", "account"]
-    search_fields = ["user__username", "user__email", "account__name", "account__slug"]
-    autocomplete_fields = ["account"]
-    raw_id_fields = ["user"]
-    ordering = ["account__name", "user__username"]
+    search_fields = [*user_lookups("user__"), *account_lookups()]
+    raw_id_fields = ["user", *account_widgets().get("raw_id_fields", [])]
+    autocomplete_fields = account_widgets().get("autocomplete_fields", [])
+    ordering = [account_lookups()[0], f"user__{get_user_model().USERNAME_FIELD}"]
 
 
 class AccountOwnedAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
@@ -96,22 +129,22 @@ class AccountOwnedAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
     ordering = ["-created_at"]
     # An exact total would be a second full COUNT(*) on every page of a big table.
     show_full_result_count = False
-    raw_id_fields = ["session"]
-    autocomplete_fields = ["account"]
+    raw_id_fields = ["session", *account_widgets().get("raw_id_fields", [])]
+    autocomplete_fields = account_widgets().get("autocomplete_fields", [])
 
 
 @admin.register(AiSession)
 class AiSessionAdmin(AccountOwnedAdmin):
     list_display = ["id", "account", "created_at"]
-    search_fields = ["=id", "account__name", "account__slug"]
-    raw_id_fields = []
+    search_fields = ["=id", *account_lookups()]
+    raw_id_fields = account_widgets().get("raw_id_fields", [])
 
 
 @admin.register(AiSessionStep)
 class AiSessionStepAdmin(AccountOwnedAdmin):
     list_display = ["id", "session", "account", "created_at"]
     list_select_related = ["account", "session"]
-    search_fields = ["=id", "=session__id", "account__slug"]
+    search_fields = ["=id", "=session__id", *account_lookups()[-1:]]
 
 
 @admin.register(SessionHandoff)
@@ -130,7 +163,7 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
     ]
     list_filter = ["account", ("claimed_at", admin.EmptyFieldListFilter), "claimed_at"]
     list_select_related = ["account", "session", "claimed_by"]
-    search_fields = ["=id", "=session__id", "account__slug", "claimed_by__username"]
+    search_fields = ["=id", "=session__id", *account_lookups()[-1:], *user_lookups("claimed_by__")[:1]]
     readonly_fields = ["created_at", "claimed_at", "first_action_at", "seconds_to_first_action"]
     raw_id_fields = ["session", "claimed_by"]
 

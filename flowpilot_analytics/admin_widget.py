@@ -8,9 +8,13 @@ Shared by the widget's own admin page (``EscalationSummaryPageAdmin`` in
 so template tag libraries load in a host without the admin.
 """
 
+from django.urls import NoReverseMatch, reverse
+
 from .conf import app_settings
 from .constants import METRIC_DEFINITION
 from .cross_account import analytics_cross_account
+from .field_map import field_map
+from .models import get_handoff_model
 from .overview import escalation_summary
 
 # The one permission of the model with no table that stands for the page (models.EscalationSummaryPage).
@@ -22,7 +26,7 @@ def may_view_escalation_summary(user):
     return bool(user and user.is_active and user.is_staff and user.has_perm(VIEW_PERMISSION))
 
 
-def escalation_summary_context():
+def escalation_summary_context(*, admin_site_name="admin"):
     """The widget's template context; only these reads run in the cross-account mode.
 
     When the connection cannot read across accounts, nothing is computed and
@@ -34,4 +38,23 @@ def escalation_summary_context():
         "escalation_summary": summary,
         "cross_account_problem": mode.problem,
         "metric_definition": METRIC_DEFINITION,
+        **handoffs_changelist(admin_site_name),
+    }
+
+
+def handoffs_changelist(admin_site_name="admin"):
+    """Where an account's name links to: the admin list of the handoffs in use, filtered by account.
+
+    ``handoffs_changelist`` is ``None`` when that model has no admin page (a
+    host's handoffs it does not register): the names are then plain text.
+    """
+    opts = get_handoff_model()._meta
+    try:
+        url = reverse(f"{admin_site_name}:{opts.app_label}_{opts.model_name}_changelist")
+    except NoReverseMatch:
+        url = None
+    account = opts.get_field(field_map().handoff_account)
+    return {
+        "handoffs_changelist": url,
+        "handoffs_account_filter": f"{account.name}__{account.target_field.name}__exact",
     }

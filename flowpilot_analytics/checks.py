@@ -170,3 +170,68 @@ def check_cross_account_reads(app_configs, databases=None, **kwargs):
         return [Warning(f"Could not tell whether the cross-account reads may read every account: {exc}",
                         id="flowpilot_analytics.W006")]
     return [Warning(problem, id="flowpilot_analytics.W006") for problem in problems]
+
+
+@register()
+def check_swappable_models(app_configs=None, **kwargs):
+    """The swappable models go together, and the field map names fields of the right kind on them."""
+    from .conf import ACCOUNT_MODEL, HANDOFF_MODEL, STEP_MODEL, setting_label, swapped_models
+    from .field_map import field_map_problems
+    from .models import get_account_model, get_handoff_model, get_step_model
+
+    try:
+        get_account_model(), get_step_model(), get_handoff_model()
+    except (LookupError, ValueError):
+        return []  # a setting naming no installed model: Django's own check (models.E001, models.E002)
+    swapped = swapped_models()
+    if (STEP_MODEL in swapped) != (HANDOFF_MODEL in swapped):
+        own, other = (STEP_MODEL, HANDOFF_MODEL) if STEP_MODEL in swapped else (HANDOFF_MODEL, STEP_MODEL)
+        return [Error(
+            f"{own} names a model of yours but {other} does not: the app's steps and handoffs belong to its "
+            "own sessions, a host's to the host's.",
+            hint=f"Set both {STEP_MODEL} and {HANDOFF_MODEL} (and {ACCOUNT_MODEL} when you have accounts of "
+                 "your own), or neither. docs/host-integration.md.",
+            id="flowpilot_analytics.E104",
+        )]
+    return [
+        Error(message, hint=f"Fix {setting_label('FIELDS')}"
+                            + (f"[{key!r}]" if key else "") + ". docs/host-integration.md, \"The field map\".",
+              id="flowpilot_analytics.E105")
+        for key, message in field_map_problems()
+    ]
+
+
+@register(Tags.database)
+def check_metric_indexes(app_configs=None, databases=None, **kwargs):
+    """Warns when the tables in use lack the probe or window index (``manage.py metric_indexes`` makes them)."""
+    from django.db import router
+
+    from .indexes import missing_indexes
+    from .models import get_handoff_model, get_step_model
+
+    try:
+        aliases = sorted({router.db_for_read(model) for model in (get_step_model(), get_handoff_model())})
+    except (LookupError, ValueError):
+        return []
+    if check_swappable_models():
+        return []  # the field map is wrong: flowpilot_analytics.E104 / E105
+    warnings = []
+    for alias in aliases:
+        if databases is None or alias not in databases or alias not in connections.settings:
+            continue
+        connection = connections[alias]
+        try:
+            missing = missing_indexes(connection)
+        except DatabaseError as exc:
+            warnings.append(Warning(f"Could not read the indexes of database {alias!r}: {exc}",
+                                    id="flowpilot_analytics.W007"))
+            continue
+        for index in missing:
+            warnings.append(Warning(
+                f"Database {alias!r}: {index.table} has no {index.purpose} index for the escalation metric "
+                f"(leading with {' or '.join('(' + ', '.join(columns) + ')' for columns in index.accepted)}): "
+                "each request would scan instead.",
+                hint=f"Run `manage.py metric_indexes --database {alias} --apply`, or: {index.statement(connection)}",
+                id="flowpilot_analytics.W007",
+            ))
+    return warnings

@@ -25,6 +25,13 @@ become. Without it, the block uses the default routing and sets
 owner may use (``migrate``, ``seed_demo`` as the owner): under the app role the
 block sees no account's rows and ``mode.problem`` says why.
 
+With a host's own models (``FLOWPILOT_ANALYTICS_*_MODEL``), the host's policies
+decide what a connection sees of the host's tables. The block sets the host's
+cross-account setting too (``FLOWPILOT_ANALYTICS["RLS"]["cross_account_setting"]``,
+to ``on``), and then trusts the host's policies to honour it; without one, it
+needs a connection the host's policies let read every account (the alias, as a
+role of the host's), and ``mode.problem`` says so when the connection is not one.
+
 Either way the block opens a transaction on each database it uses, the setting
 ends with it (when nested in an outer transaction, it is switched off as the
 block ends), it cannot be entered while an API request's tenant is bound
@@ -46,18 +53,27 @@ from .conf import setting_label
 ROUTER_PATH = f"{routers.AnalyticsReadRouter.__module__}.{routers.AnalyticsReadRouter.__name__}"
 
 # Whether the connection's role reads every account of a table: RLS does not apply to
-# it (superuser, BYPASSRLS), it is a member of the owner (the setting then applies),
-# or the cross-account policy names it (or a role it belongs to).
+# it (superuser, BYPASSRLS, a table without it), it is a member of the owner of one of
+# the app's tables (the owner's mode then applies), or a policy for reading opens every
+# row to a role it belongs to: the app's cross-account policy, or a host's policy
+# "TO <role> USING (true)". %s: whether the table is one of the app's own.
 CAN_READ_EVERY_ACCOUNT = f"""
     NOT row_security_active(t.oid)
-    OR pg_has_role(t.relowner, 'MEMBER')
+    OR (%s AND pg_has_role(t.relowner, 'MEMBER'))
     OR EXISTS (
         SELECT FROM pg_catalog.pg_policy p CROSS JOIN unnest(p.polroles) AS granted(oid)
-        WHERE p.polrelid = t.oid AND p.polname = '{rls.CROSS_ACCOUNT_POLICY}'
+        WHERE p.polrelid = t.oid AND p.polpermissive AND p.polcmd IN ('r', '*')
           AND granted.oid <> 0 AND pg_has_role(granted.oid, 'MEMBER')
+          AND (p.polname = '{rls.CROSS_ACCOUNT_POLICY}' OR pg_get_expr(p.polqual, p.polrelid) = 'true')
     )
 """
-PROBE_TABLE = "session_handoff"
+
+
+def probe_table():
+    """The table whose visibility tells whether a connection reads every account: the handoffs in use."""
+    from .field_map import metric_tables
+
+    return metric_tables().handoff.name
 
 
 class CrossAccountRefused(RuntimeError):
@@ -72,13 +88,25 @@ class CrossAccountMode:
     problem: str | None = None
 
 
-def unreadable_problem(alias, role):
-    """The message shown when ``alias``'s connection, as ``role``, cannot read across accounts."""
+def unreadable_problem(alias, role, *, table=None):
+    """The message shown when ``alias``'s connection, as ``role``, cannot read across accounts.
+
+    ``table``: a host's table (its own models), whose policies the host decides.
+    """
+    if table is None:
+        return (
+            f"Reading every account needs a connection allowed to: database {alias!r} connects as {role}, "
+            f"which Row-Level Security shows one account at a time, so no account's rows would be seen. Set "
+            f"{setting_label('CROSS_ACCOUNT_DB_ALIAS')} to a database alias connecting as the role made by "
+            f"`manage.py grant_cross_account_role` (README, \"Security\")."
+        )
     return (
-        f"Reading every account needs a connection allowed to: database {alias!r} connects as {role}, "
-        f"which Row-Level Security shows one account at a time, so no account's rows would be seen. Set "
-        f"{setting_label('CROSS_ACCOUNT_DB_ALIAS')} to a database alias connecting as the role made by "
-        f"`manage.py grant_cross_account_role` (README, \"Security\")."
+        f"Reading every account needs a connection allowed to: database {alias!r} connects as {role}, which "
+        f"your Row-Level Security policies on {table} show one account at a time, so no account's rows would "
+        f"be seen. Set {setting_label('CROSS_ACCOUNT_DB_ALIAS')} to a database alias connecting as a role your "
+        f"policies let read every account (BYPASSRLS, or a policy \"TO <that role> USING (true)\"), or name "
+        f"the setting your policies read for it in {setting_label('RLS')}[\"cross_account_setting\"] "
+        "(docs/host-integration.md)."
     )
 
 
@@ -93,23 +121,30 @@ def cross_account_problems(aliases, *, switch_on=False):
     """Why the connections of ``aliases`` cannot read every account (empty list when they can).
 
     One statement per PostgreSQL alias; with ``switch_on`` the same statement
-    sets ``flowpilot.cross_account`` for the current transaction.
+    sets ``flowpilot.cross_account`` (and the host's cross-account setting, when
+    it names one) for the current transaction. A host's tables under a
+    cross-account setting of the host's are taken as readable: the host's
+    policies honour it, which only they know.
     """
+    table = probe_table()
+    own_table = table in rls.ACCOUNT_TABLES
+    trusted = not own_table and rls.host_settings()["cross_account_setting"] is not None
+    switches = rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON}) if switch_on else {}
     problems = []
     for alias in aliases:
         connection = connections[alias]
         if connection.vendor != "postgresql":
             continue
-        switch = f"set_config('{rls.CROSS_ACCOUNT_SETTING}', 'on', true), " if switch_on else ""
+        switch = "".join("set_config(%s, %s, true), " for _ in switches)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {switch}current_user, {CAN_READ_EVERY_ACCOUNT} "
                 "FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%s)",
-                [PROBE_TABLE],
+                [*(part for item in switches.items() for part in item), own_table, table],
             )
             row = cursor.fetchone()
-        if row is not None and not row[-1]:
-            problems.append(unreadable_problem(alias, row[-2]))
+        if row is not None and not row[-1] and not trusted:
+            problems.append(unreadable_problem(alias, row[-2], table=None if own_table else table))
     return problems
 
 
@@ -136,7 +171,7 @@ def analytics_cross_account():
         yield CrossAccountMode(aliases=tuple(aliases), problem=" ".join(problems) or None)
         # Inside an outer transaction the block is a savepoint, whose release
         # would keep the setting until the outer transaction ends: switch it off.
-        rls.set_local(nested, {rls.CROSS_ACCOUNT_SETTING: ""})
+        rls.set_local(nested, rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: ""}))
 
 
 def in_cross_account_mode(view):

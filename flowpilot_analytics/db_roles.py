@@ -17,6 +17,11 @@ missing and grant it what the app needs, table by table (never the whole
 schema, never default privileges): docs/security.md argues each grant. The
 ``grant_app_role`` and ``grant_cross_account_role`` commands run them as the
 owner; a host names its own tables (or apps) for the app role as extras.
+
+With a host's own models (``FLOWPILOT_ANALYTICS_*_MODEL``) both roles get ``SELECT``
+on the host's tables the metric reads (:func:`host_metric_tables`), and the
+app's policies stay on the app's own tables: the host's policies decide what
+each role sees of the host's rows.
 """
 
 import re
@@ -26,7 +31,7 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection as default_connection
 
-from .rls import ACCOUNT_TABLES, CROSS_ACCOUNT_POLICY
+from .rls import CROSS_ACCOUNT_POLICY, account_tables
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_APP_ROLE = "flowpilot_app"
@@ -52,7 +57,7 @@ def bypass_reasons(cursor, role):
           AND pg_has_role(%s::name, c.relowner, 'MEMBER')
         ORDER BY c.relname
         """,
-        [list(ACCOUNT_TABLES), role],
+        [[*account_tables(), *host_metric_tables()], role],
     )
     owned = [name for (name,) in cursor.fetchall()]
     if owned:
@@ -72,7 +77,7 @@ def cross_account_reasons(cursor, role):
           AND pg_has_role(%s::name, r.oid, 'MEMBER')
         ORDER BY 1
         """,
-        [list(ACCOUNT_TABLES), role],
+        [list(account_tables()), role],
     )
     readers = [name for (name,) in cursor.fetchall()]
     if not readers:
@@ -116,9 +121,16 @@ def app_tables():
     return sorted(_model_tables(apps.get_app_config("flowpilot_analytics")))
 
 
+def host_metric_tables():
+    """The host's tables the metric reads, when it brings its own models (none with the app's own)."""
+    from .field_map import metric_tables
+
+    return sorted({table.name for table in metric_tables() if table.model._meta.app_label != "flowpilot_analytics"})
+
+
 def app_read_tables():
-    """Tables of the host the app only reads: the user table, for the claimers' and members' names."""
-    return [get_user_model()._meta.db_table]
+    """Tables of the host the app only reads: the user table (claimers' and members' names), the host's models'."""
+    return sorted({get_user_model()._meta.db_table, *host_metric_tables()})
 
 
 def tables_of_apps(labels):
@@ -256,7 +268,7 @@ def ensure_cross_account_role(role=DEFAULT_CROSS_ACCOUNT_ROLE, *, connection=def
                     f"it {'; '.join(reasons)}"
                 )
             grants = _grant(cursor, connection, quoted, tables)
-            for table in ACCOUNT_TABLES:
+            for table in account_tables():
                 cursor.execute(
                     "SELECT coalesce(array_agg(r.rolname ORDER BY r.rolname), '{}') FROM pg_policy p "
                     "CROSS JOIN unnest(p.polroles) AS granted(oid) JOIN pg_roles r ON r.oid = granted.oid "

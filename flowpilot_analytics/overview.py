@@ -18,8 +18,9 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from .field_map import account_label, account_name, account_order
 from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
-from .models import Account
+from .models import get_account_model
 from .selectors import EscalationMetrics, escalation_figures_by_day, escalation_metrics_by_account
 from .windows import PERIODS
 
@@ -31,9 +32,18 @@ CHART_DAYS = 30
 class AccountSummary:
     """One account's figures for every period, and its daily median lags (oldest first)."""
 
-    account: Account
+    account: object  # of the account model in use
     figures: tuple[EscalationMetrics, ...]
     daily_median_seconds: tuple[float | None, ...] | None = None
+
+    @property
+    def name(self):
+        return account_name(self.account)
+
+    @property
+    def label(self):
+        """The account's slug, or its id when the account model has none."""
+        return account_label(self.account)
 
     def for_period(self, period):
         return next(metrics for metrics in self.figures if metrics.period == period)
@@ -63,7 +73,7 @@ class EscalationSummary:
 def attention_key(summary):
     """Sort key putting the accounts that most need attention first (see the module docstring)."""
     metrics = summary.for_period(ATTENTION_PERIOD)
-    name = (summary.account.name.casefold(), summary.account.pk)
+    name = (summary.name.casefold(), summary.account.pk)
     if not N_HANDOFFS_CLAIMED.of(metrics):
         return (1, 0.0, 0.0, 0.0, name)
     return (0, ACTION_RATE.of(metrics), -(P95.of(metrics) or 0.0), -(MEDIAN.of(metrics) or 0.0), name)
@@ -77,7 +87,9 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
     (at most ``limit``) accounts shown.
     """
     now = now or timezone.now()
-    accounts = list(Account.objects.order_by("name", "pk") if accounts is None else accounts)
+    if accounts is None:
+        accounts = get_account_model()._default_manager.order_by(*account_order(by_name=True))
+    accounts = list(accounts)
     account_ids = [account.pk for account in accounts]
     by_period = {
         period: escalation_metrics_by_account(accounts=account_ids, period=period, now=now)

@@ -16,6 +16,11 @@ current transaction, so they end with it and never leak to the next request on
 a pooled connection (``CONN_MAX_AGE > 0``). That is why everything here runs
 inside :func:`tenant_transaction`. On SQLite none of this exists: the
 app-level filter by account is the only layer there.
+
+A host that brings its own models (``FLOWPILOT_ANALYTICS_*_MODEL``) protects its
+tables with its own policies, keyed on its own settings: the app installs no
+policy there, and sets, beside its own, the settings the host names in
+``FLOWPILOT_ANALYTICS["RLS"]`` (:func:`host_settings`) in the same statements.
 """
 
 import logging
@@ -24,13 +29,18 @@ from contextvars import ContextVar
 
 from django.db import OperationalError, connections, router, transaction
 
+from .conf import DEFAULT_RLS, app_settings
+
 ACCOUNT_SETTING = "flowpilot.account_id"
 USER_SETTING = "flowpilot.user_id"
 CROSS_ACCOUNT_SETTING = "flowpilot.cross_account"
 STATEMENT_TIMEOUT = "statement_timeout"
 
-# Tables whose rows belong to one account (each has an ``account_id``).
+# Tables of the app's own models whose rows belong to one account (each has an ``account_id``);
+# those of them in use (not swapped for a host's models): account_tables().
 ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+# The value of the cross-account settings (the app's, and the host's) in the cross-account mode.
+ON = "on"
 # The policy, on each of them, naming the roles that read (and write) every account
 # (made by ``grant_cross_account_role``; see :mod:`flowpilot_analytics.db_roles`).
 CROSS_ACCOUNT_POLICY = "cross_account_readers"
@@ -41,9 +51,23 @@ logger = logging.getLogger(__name__)
 
 
 def tenant_models():
-    from .models import AiSession, AiSessionStep, Membership, SessionHandoff
+    """The models in use holding account data: the app's memberships, then the metric's models."""
+    from .models import Membership, get_account_model, get_handoff_model, get_session_model, get_step_model
 
-    return (Membership, AiSession, AiSessionStep, SessionHandoff)
+    return (Membership, get_account_model(), get_session_model(), get_step_model(), get_handoff_model())
+
+
+def account_tables():
+    """The tables of :data:`ACCOUNT_TABLES` in use: the app's own policies are on these, and only these."""
+    from django.apps import apps
+
+    in_use = {model._meta.db_table for model in apps.get_app_config("flowpilot_analytics").get_models()}
+    return tuple(table for table in ACCOUNT_TABLES if table in in_use)
+
+
+def host_settings():
+    """``FLOWPILOT_ANALYTICS["RLS"]``: the host's own settings, each name or ``None`` (not set)."""
+    return {**DEFAULT_RLS, **(app_settings.RLS or {})}
 
 
 def read_aliases():
@@ -112,23 +136,36 @@ def tenant_transaction():
         _tenant_bound.reset(token)
 
 
+def with_host_settings(values):
+    """``values`` of the app's own settings, and the same values under the host's names (when it has them)."""
+    host = host_settings()
+    mirrored = {
+        host[key]: values[setting]
+        for key, setting in (("user_setting", USER_SETTING), ("account_setting", ACCOUNT_SETTING),
+                             ("cross_account_setting", CROSS_ACCOUNT_SETTING))
+        if host[key] and setting in values
+    }
+    return {**values, **mirrored}
+
+
 def bind_user(user, *, statement_timeout_ms):
     """Lets the transaction read ``user``'s own memberships, within the statement timeout."""
     set_local(
         read_aliases(),
-        {
+        with_host_settings({
             USER_SETTING: user.pk,
             # Never inherited, whatever the connection was used for before.
             ACCOUNT_SETTING: "",
             CROSS_ACCOUNT_SETTING: "",
             STATEMENT_TIMEOUT: statement_timeout_ms,
-        },
+        }),
     )
 
 
 def bind_account(account):
-    """Lets the transaction read ``account``'s rows (its members included), and no other account's."""
-    set_local(read_aliases(), {ACCOUNT_SETTING: account.pk})
+    """Lets the transaction read the rows of ``account`` (or of that id), its members included, and no other's."""
+    account_id = getattr(account, "pk", account)
+    set_local(read_aliases(), with_host_settings({ACCOUNT_SETTING: account_id}))
 
 
 def set_local(aliases, values):

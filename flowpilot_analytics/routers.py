@@ -3,7 +3,8 @@ Send the metric's heavy reads to a read replica.
 
 Add ``"flowpilot_analytics.routers.AnalyticsReadRouter"`` to ``DATABASE_ROUTERS``
 and name the replica's alias in ``FLOWPILOT_ANALYTICS["DB_ALIAS"]``. Reads of the
-activity tables (sessions, steps, handoffs) then go to that alias: they are the
+activity tables (sessions, steps, handoffs: the models in use, the app's or a
+host's) then go to that alias: they are the
 rows the metric scans, and a few seconds of replication lag do not matter to a
 90-day figure. Accounts and memberships stay on the primary, so that who may
 read what is always decided on fresh data. Writes always go to the primary.
@@ -19,19 +20,18 @@ recovery) mid-request is the API's ``503`` with ``Retry-After``.
 The same router sends the faces that read every account (inside
 :func:`flowpilot_analytics.cross_account.analytics_cross_account`) to
 ``FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"]``, reads and writes of every model
-of the app, for the length of the block only.
+of the app and of the metric's models in use, for the length of the block only.
 """
 
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from .conf import app_settings
-from .models import AiSession, AiSessionStep, SessionHandoff
+from .models import get_account_model, get_handoff_model, get_session_model, get_step_model
 
 SETTING = 'FLOWPILOT_ANALYTICS["DB_ALIAS"]'
 PRIMARY = "default"
-REPLICATED_MODELS = (AiSession, AiSessionStep, SessionHandoff)
-APP_LABEL = AiSession._meta.app_label
+APP_LABEL = "flowpilot_analytics"
 
 # The alias every model of the app is read from and written to, inside a cross-account block.
 _cross_account_alias = ContextVar("flowpilot_cross_account_alias", default=None)
@@ -42,6 +42,16 @@ _replica_unavailable = ContextVar("flowpilot_replica_unavailable", default=False
 def analytics_db_alias():
     """The alias the activity tables are read from (``"default"`` unless configured)."""
     return app_settings.DB_ALIAS or PRIMARY
+
+
+def replicated_models():
+    """The activity models in use (sessions, steps, handoffs): the rows the metric scans."""
+    return (get_session_model(), get_step_model(), get_handoff_model())
+
+
+def cross_account_models(model):
+    """Whether a cross-account block routes ``model``: the app's models, and the metric's in use."""
+    return model._meta.app_label == APP_LABEL or model in (get_account_model(), *replicated_models())
 
 
 def cross_account_db_alias():
@@ -73,22 +83,22 @@ class AnalyticsReadRouter:
     """Reads of the activity tables from ``FLOWPILOT_ANALYTICS["DB_ALIAS"]``; everything else untouched.
 
     Inside a cross-account block with ``CROSS_ACCOUNT_DB_ALIAS`` set, every model of
-    the app goes to that alias instead, reads and writes.
+    the app (and the metric's models in use) goes to that alias instead, reads and writes.
     """
 
     def db_for_read(self, model, **hints):
         cross_account = _cross_account_alias.get()
-        if cross_account is not None and model._meta.app_label == APP_LABEL:
+        if cross_account is not None and cross_account_models(model):
             return cross_account
-        if model in REPLICATED_MODELS and not _replica_unavailable.get():
+        if not _replica_unavailable.get():
             alias = analytics_db_alias()
-            if alias != PRIMARY:
+            if alias != PRIMARY and model in replicated_models():
                 return alias
         return None
 
     def db_for_write(self, model, **hints):
         cross_account = _cross_account_alias.get()
-        if cross_account is not None and model._meta.app_label == APP_LABEL:
+        if cross_account is not None and cross_account_models(model):
             return cross_account
         return None
 

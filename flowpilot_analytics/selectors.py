@@ -13,7 +13,10 @@ they cannot disagree. The rules (docs/metric.md, "Definition"):
 * the lag is floored at zero and the statistics are taken over the handoffs
   that have an action.
 
-The handoffs are querysets built here; every figure is computed from them by
+The handoffs are querysets built here, of the models in use (the app's, or a
+host's: :mod:`flowpilot_analytics.field_map` names their fields), under the
+metric's own names (``account_id``, ``session_id``, ``claimed_at``,
+``claimed_by_id``); every figure is computed from them by
 :func:`flowpilot_analytics.aggregation.aggregate` (one statement on PostgreSQL),
 as the spec of :mod:`flowpilot_analytics.figures` declares it.
 """
@@ -21,15 +24,19 @@ as the spec of :mod:`flowpilot_analytics.figures` declares it.
 from dataclasses import dataclass
 from datetime import timedelta
 
+from itertools import islice
+
 from django.contrib.auth import get_user_model
-from django.db.models import DurationField, ExpressionWrapper, F, OuterRef, Subquery
+from django.db.models import DurationField, ExpressionWrapper, F, Model, OuterRef, Subquery
 from django.utils import timezone
 
+from .access import is_member
 from .aggregation import Grouping, aggregate
 from .clocks import CALENDAR
 from .constants import METRIC_DEFINITION
+from .field_map import field_map, handoffs
 from .figures import BY_NAME, Context, Figures, Lags, summarize
-from .models import Account, AiSessionStep, SessionHandoff
+from .models import get_account_model, get_step_model
 from .stats import to_seconds
 from .windows import Window, bucket_edges, window_for_period
 
@@ -57,17 +64,25 @@ class EscalationMetrics:
 
 
 def first_action_subquery():
-    """The earliest step after the claim, of the same session and account."""
-    steps = AiSessionStep.objects.filter(
-        session_id=OuterRef("session_id"),
+    """The earliest step after the claim, of the same session (and account, when steps have one).
+
+    Correlated to a query of handoffs under the metric's names (``session_id``,
+    ``account_id``, ``claimed_at``: :func:`~flowpilot_analytics.field_map.handoffs`,
+    or the app's own handoffs).
+    """
+    fields = field_map()
+    conditions = {fields.step_session: OuterRef("session_id")}
+    if fields.step_account is not None:
         # Denormalised, so redundant when the data is sound; kept so that a
-        # mis-attributed step of another tenant can never count.
-        account_id=OuterRef("account_id"),
-        # Strictly after: a step stamped at the claim instant is not an action
-        # taken after the claim.
-        created_at__gt=OuterRef("claimed_at"),
-    )
-    return Subquery(steps.order_by("created_at").values("created_at")[:1])
+        # mis-attributed step of another tenant can never count. Without an
+        # account on the step, the session alone scopes it (the handoff's
+        # account scopes the window).
+        conditions[fields.step_account] = OuterRef("account_id")
+    # Strictly after: a step stamped at the claim instant is not an action
+    # taken after the claim.
+    conditions[f"{fields.step_created_at}__gt"] = OuterRef("claimed_at")
+    steps = get_step_model()._default_manager.filter(**conditions)
+    return Subquery(steps.order_by(fields.step_created_at).values(fields.step_created_at)[:1])
 
 
 def claimed_handoffs(*, window):
@@ -75,7 +90,7 @@ def claimed_handoffs(*, window):
     # claimed_at in a range implies claimed_at IS NOT NULL, so PostgreSQL can
     # use the partial index on claimed rows.
     end_lookup = "claimed_at__lte" if window.closed else "claimed_at__lt"
-    return SessionHandoff.objects.filter(claimed_at__gte=window.start, **{end_lookup: window.end}).annotate(
+    return handoffs().filter(claimed_at__gte=window.start, **{end_lookup: window.end}).annotate(
         first_action_at=first_action_subquery()
     )
 
@@ -110,7 +125,7 @@ def escalation_metrics_by_account(*, accounts=None, period=None, window=None, no
     now = now or timezone.now()
     window = window or window_for_period(period, now=now)
     if accounts is None:
-        account_ids = list(Account.objects.order_by("pk").values_list("pk", flat=True))
+        account_ids = list(get_account_model()._default_manager.order_by("pk").values_list("pk", flat=True))
     else:
         account_ids = [_account_id(account) for account in accounts]
     if not account_ids:
@@ -183,39 +198,48 @@ def handoffs_of_claimer(handoffs, claimed_by):
     if claimed_by is None:
         return handoffs
     if claimed_by == DELETED_CLAIMER:
-        return handoffs.filter(claimed_by__isnull=True)
+        return handoffs.filter(claimed_by_id__isnull=True)
     return handoffs.filter(claimed_by_id=claimed_by)
 
 
-def claimer_name(first_name, last_name, username):
-    """As ``User.get_full_name()``, else the username; the deleted-claimer label without a user."""
-    if username is None:
-        return DELETED_CLAIMER_NAME
-    return f"{first_name} {last_name}".strip() or username
+def display_name(user):
+    """A user as the host's user model names them: ``get_full_name()``, else ``get_username()``."""
+    get_full_name = getattr(user, "get_full_name", None)
+    full_name = get_full_name() if callable(get_full_name) else ""
+    return (full_name or "").strip() or user.get_username()
+
+
+def users_by_id(user_ids):
+    """``{user id: user}`` of the users among ``user_ids`` that exist (one query; none when empty)."""
+    user_ids = {user_id for user_id in user_ids if user_id is not None}
+    if not user_ids:
+        return {}
+    return {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
 
 
 def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None):
     """Each claimer's figures over the window: ``[(user id or None, display name, Figures)]``.
 
     Two queries whatever the number of claimers: the grouped figures, then the
-    claimers' names. Claimers without handoffs in the window are absent, except
-    ``claimed_by`` when it names an existing user (zero counts). Sorted by name;
-    the deleted claimers (one row, id ``None``) last.
+    claimers' names (the host's user model's, :func:`display_name`). Claimers
+    without handoffs in the window are absent, except ``claimed_by`` when it
+    names a member of the account (zero counts; the access policy says who is,
+    :func:`~flowpilot_analytics.access.is_member`: a query more with the default one). Sorted by
+    name; the deleted claimers (one row, id ``None``) last.
     """
     now = now or timezone.now()
     handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
     grouped = aggregate(handoffs, grouping=Grouping(field="claimed_by_id"), context=Context(now=now))
-    # A claimer of the window is named; a user asked for by id only when a member
-    # of the account, so that ids of other tenants' users cannot be probed.
-    users = get_user_model().objects.filter(pk__in=[key for key in grouped if key is not None])
-    if isinstance(claimed_by, int):
-        users |= get_user_model().objects.filter(pk=claimed_by, flowpilot_memberships__account=account)
-    names = {
-        pk: claimer_name(first, last, username)
-        for pk, first, last, username in users.values_list("pk", "first_name", "last_name", "username")
-    }
-    if isinstance(claimed_by, int) and claimed_by in names:
-        grouped.setdefault(claimed_by, empty_figures(now=now))
+    named = isinstance(claimed_by, int) and claimed_by not in grouped
+    users = users_by_id([*grouped, *([claimed_by] if named else [])])
+    if named and claimed_by in users:
+        # A user asked for by id is shown only when a member of the account, so
+        # that ids of other tenants' users cannot be probed.
+        if is_member(users[claimed_by], _account_id(account)):
+            grouped[claimed_by] = empty_figures(now=now)
+        else:
+            del users[claimed_by]
+    names = {pk: display_name(user) for pk, user in users.items()}
     rows = [
         (key, names[key] if key is not None else DELETED_CLAIMER_NAME, figures)
         for key, figures in grouped.items()
@@ -236,37 +260,32 @@ def handoffs_with_lag(*, account, window):
     )
 
 
-HANDOFF_ROW_COLUMNS = (
-    "id",
-    "session_id",
-    "claimed_at",
-    "claimed_by_id",
-    "claimed_by__first_name",
-    "claimed_by__last_name",
-    "claimed_by__username",
-    "first_action_at",
-)
+HANDOFF_ROW_COLUMNS = ("id", "session_id", "claimed_at", "claimed_by_id", "first_action_at")
+# Rows read per query of a long drill-down (its CSV): each batch names its new claimers in one more query.
+HANDOFF_ROWS_BATCH = 2000
 
 
 def handoff_rows(handoffs, *, clock=CALENDAR):
-    """The rows of ``handoffs`` (one query, the claimer joined): dicts with the claimer's name and the lag.
+    """The rows of ``handoffs``: dicts with the claimer's name and the lag.
 
-    ``seconds_to_first_action`` is the clock's lag (the one the figures are taken
-    over) rounded by :func:`~flowpilot_analytics.stats.to_seconds`, as they are.
+    A page costs two queries (its rows, then its claimers' names; one without
+    claimers); a longer read goes by batches of :data:`HANDOFF_ROWS_BATCH`, each
+    naming only claimers not met before. ``seconds_to_first_action`` is the
+    clock's lag (the one the figures are taken over) rounded by
+    :func:`~flowpilot_analytics.stats.to_seconds`, as they are.
     """
-    for row in handoffs.values(*HANDOFF_ROW_COLUMNS):
-        yield {
-            "id": row["id"],
-            "session_id": row["session_id"],
-            "claimed_at": row["claimed_at"],
-            "claimed_by_id": row["claimed_by_id"],
-            "claimed_by_name": claimer_name(
-                row["claimed_by__first_name"], row["claimed_by__last_name"], row["claimed_by__username"]
-            ),
-            "first_action_at": row["first_action_at"],
-            "seconds_to_first_action": to_seconds(clock.lag_us(row["claimed_at"], row["first_action_at"])),
-        }
+    names = {}
+    rows = handoffs.values(*HANDOFF_ROW_COLUMNS).iterator(chunk_size=HANDOFF_ROWS_BATCH)
+    while batch := list(islice(rows, HANDOFF_ROWS_BATCH)):
+        new = users_by_id({row["claimed_by_id"] for row in batch} - names.keys())
+        names.update((pk, display_name(user)) for pk, user in new.items())
+        for row in batch:
+            yield {
+                **row,
+                "claimed_by_name": names.get(row["claimed_by_id"], DELETED_CLAIMER_NAME),
+                "seconds_to_first_action": to_seconds(clock.lag_us(row["claimed_at"], row["first_action_at"])),
+            }
 
 
 def _account_id(account):
-    return account.pk if isinstance(account, Account) else int(account)
+    return account.pk if isinstance(account, Model) else int(account)

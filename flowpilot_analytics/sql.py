@@ -36,6 +36,7 @@ Traps avoided (docs/scaling.md, "The statement"; timings in docs/benchmarks.md):
   for rescans: 3% slower on 600k handoffs, where the sort spills to disk).
 """
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import BigIntegerField, F
 from django.db.models.expressions import RawSQL
@@ -114,7 +115,13 @@ def statement(handoffs, *, grouping, context, connection):
 def aggregate_in_sql(handoffs, *, grouping, context, connection=None):
     """Runs :func:`statement` on the handoffs' database: ``{group key: Figures}``."""
     connection = connection or connections[handoffs.db]
-    sql, params = statement(handoffs, grouping=grouping, context=context, connection=connection)
+    try:
+        sql, params = statement(handoffs, grouping=grouping, context=context, connection=connection)
+    except EmptyResultSet:
+        # A filter no row can pass (an id beyond its column's range, say): no handoffs, no query.
+        from .aggregation import aggregate_in_python
+
+        return aggregate_in_python(handoffs.none(), grouping=grouping, context=context)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         names = [column.name for column in cursor.description]

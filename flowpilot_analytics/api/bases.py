@@ -19,15 +19,16 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from .. import rls
+from ..access import Role
 from ..conf import app_settings
-from ..models import Membership
+from ..field_map import account_label
 from ..windows import zone
 from . import schema
 from .authentication import analytics_authenticators
 from .permissions import HasAccountRole
 from .renderers import CsvRenderer, csv_lines, streaming_csv
 from .serializers import WindowQuerySerializer
-from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
+from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, account_of, membership_for_request
 from .throttles import AnalyticsRateThrottle
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
@@ -63,7 +64,8 @@ class AccountScopedApi(APIView):
     """Base of every analytics endpoint: resolves the tenant once, before the handler.
 
     After ``initial()`` the view has ``self.account`` (the only account any query
-    below may read) and ``self.membership`` (the user's role in it). Anonymous
+    below may read, of the account model in use) and ``self.membership`` (the
+    user's role in it, from the access policy). Anonymous
     requests are refused (401) before anything else, then any method but GET,
     HEAD and OPTIONS (405), before anything about accounts is looked up.
 
@@ -71,13 +73,14 @@ class AccountScopedApi(APIView):
     bound to it for Row-Level Security (:mod:`flowpilot_analytics.rls`): first
     the user, so that only their own memberships are readable while the account
     is resolved from them, then the account the membership grants, so that a
-    query missing its account filter still sees no other tenant's rows. The
+    query missing its account filter still sees no other tenant's rows (and the
+    account's own row is read once bound: a host's policies may hide it before). The
     transaction is rolled back at the end (nothing here writes), which ends both
     settings and the statement timeout with it.
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
-    allowed_roles = (Membership.Role.ENGINEER, Membership.Role.ADMIN)
+    allowed_roles = (Role.ENGINEER, Role.ADMIN)
     http_method_names = ["get", "head", "options"]
     throttle_classes = [AnalyticsRateThrottle]
     throttle_scope = "analytics"
@@ -96,8 +99,8 @@ class AccountScopedApi(APIView):
         # DRF's: content negotiation, authentication (which resolves the tenant,
         # below), the permission checks against it, the throttles.
         super().initial(request, *args, **kwargs)
-        self.account = self.membership.account
-        rls.bind_account(self.account)
+        rls.bind_account(self.membership.account_id)
+        self.account = account_of(self.membership)
 
     def perform_authentication(self, request):
         super().perform_authentication(request)
@@ -203,7 +206,7 @@ class WindowedApi(AccountScopedApi):
         else:
             tz = zone(window.time_zone)
             label = f"{window.start.astimezone(tz):%Y-%m-%d}_{window.end.astimezone(tz):%Y-%m-%d}"
-        return f'attachment; filename="{self.csv_name}-{self.account.slug}-{label}.csv"'
+        return f'attachment; filename="{self.csv_name}-{account_label(self.account)}-{label}.csv"'
 
     def wants_csv(self, request):
         return request.accepted_renderer.format == CsvRenderer.format
@@ -247,7 +250,7 @@ class ClaimerScopedApi(WindowedApi):
     def claimer(self, request, params):
         """Whose handoffs to read: the ``claimed_by`` asked for, checked against the caller's role."""
         claimed_by = params.get("claimed_by")
-        if self.membership.role == Membership.Role.ADMIN:
+        if self.membership.role == Role.ADMIN:
             return claimed_by
         if claimed_by is not None and claimed_by != request.user.pk:
             raise PermissionDenied(

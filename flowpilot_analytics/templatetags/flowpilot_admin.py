@@ -47,7 +47,7 @@ def daily_median_chart(summary):
     days = len(summary.daily_median_seconds or ())
     svg = daily_series_svg(
         summary.daily_median_seconds or (),
-        label=f"{summary.account.name}: daily median seconds to first action, last {days} days",
+        label=f"{summary.name}: daily median seconds to first action, last {days} days",
         reference=reference,
         reference_label=f"{ATTENTION_PERIOD} median: {_human_duration(reference)}",
     )

@@ -7,8 +7,9 @@ from django.utils import timezone
 from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.cross_account import analytics_cross_account
+from flowpilot_analytics.field_map import account_label, account_order, field_map
 from flowpilot_analytics.figures import CONTRACT, in_sections
-from flowpilot_analytics.models import Account
+from flowpilot_analytics.models import get_account_model
 from flowpilot_analytics.reporting import FORMATS, render_csv, render_json, render_table, write_atomically
 from flowpilot_analytics.selectors import escalation_metrics_by_account
 from flowpilot_analytics.windows import DEFAULT_PERIOD, PERIODS, period_window
@@ -32,16 +33,21 @@ def accounts_from_identifiers(identifiers):
     """The accounts named by slug or id, in the order given, each once; every account when none.
 
     A value made of digits may be an id or a slug: when it names two different
-    accounts that way, it is refused as ambiguous rather than guessed.
+    accounts that way, it is refused as ambiguous rather than guessed. Without a
+    slug on the account model in use (``FIELDS["account.slug"]`` is ``None``),
+    accounts are named by id only.
     """
+    accounts = get_account_model()._default_manager
     if not identifiers:
-        return list(Account.objects.order_by("slug"))
+        return list(accounts.order_by(*account_order()))
     wanted = list(dict.fromkeys(value.strip() for value in identifiers))
     if "" in wanted:
         raise CommandError("--account: give an account slug or id, not an empty value.")
     as_id = {value: int(value) for value in wanted if value.isascii() and value.isdigit()}
-    found = list(Account.objects.filter(Q(slug__in=wanted) | Q(pk__in=as_id.values())))
-    by_slug = {account.slug: account for account in found}
+    slug_field = field_map().account_slug
+    by_slug_lookup = Q(**{f"{slug_field}__in": wanted}) if slug_field else Q(pk__in=[])
+    found = list(accounts.filter(by_slug_lookup | Q(pk__in=as_id.values())))
+    by_slug = {getattr(account, slug_field): account for account in found} if slug_field else {}
     by_id = {account.pk: account for account in found}
     selected, unknown, ambiguous = {}, [], []
     for value in wanted:
@@ -123,7 +129,7 @@ class Command(BaseCommand):
         fields = report_fields()
         rows = []
         for account in selected:
-            row = {"account": account.slug, "account_id": account.pk}
+            row = {"account": account_label(account), "account_id": account.pk}
             row.update(EscalationMetricsOutputSerializer(metrics[account.pk]).data)
             rows.append({name: row[name] for name in fields})
         text = self.render(rows, output_format=output_format, period=period, now=now)

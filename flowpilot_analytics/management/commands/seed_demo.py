@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from flowpilot_analytics.conf import swapped_models
 from flowpilot_analytics.cross_account import analytics_cross_account
 
 DEMO_EXTRA = "pip install 'flowpilot-analytics[demo]'"
@@ -33,6 +34,13 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=2026, help="Random seed (default 2026).")
 
     def handle(self, *args, reset, seed, **options):
+        swapped = swapped_models()
+        if swapped:
+            raise CommandError(
+                f"seed_demo builds the app's own models, and this project brings its own "
+                f"({', '.join(f'{setting} = {label!r}' for setting, label in swapped.items())}): its data are "
+                "its own to load."
+            )
         demo = demo_module()
         # Demo data spans every account: under Row-Level Security that takes the explicit
         # mode, as the tables' owner (or through the cross-account alias).
