@@ -1,4 +1,9 @@
-"""Small builders over the factories, in the words of the contract, and helpers the test modules share."""
+"""Small builders in the words of the contract, over the models in use (tests/model_sets.py), and helpers.
+
+``claimed_handoff`` and ``step`` build rows of whichever models the run uses (the
+app's, or a host's); a test of the core suite builds through them and
+``MODELS``, never through a model class.
+"""
 
 import csv
 import io
@@ -8,29 +13,26 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from flowpilot_analytics.cross_account import analytics_cross_account
-from flowpilot_analytics.factories import AiSessionFactory, AiSessionStepFactory, SessionHandoffFactory
-from flowpilot_analytics.models import AiSession, AiSessionStep, Membership, SessionHandoff
-
-# The tables holding account rows, under Row-Level Security on PostgreSQL.
-TENANT_MODELS = (AiSession, AiSessionStep, SessionHandoff, Membership)
+from tests.model_sets import MODELS
 
 
 def claimed_handoff(account, *, claimed_at, lag=None, session=None, claimed_by=None):
     """A handoff claimed at ``claimed_at``; with ``lag`` (seconds), a step that long after the claim."""
-    session = session or AiSessionFactory(account=account, created_at=claimed_at - timedelta(minutes=10))
-    handoff = SessionHandoffFactory(
-        session=session,
-        created_at=claimed_at - timedelta(minutes=1),
-        claimed_at=claimed_at,
-        claimed_by=claimed_by,
+    session = session or MODELS.session(account, created_at=claimed_at - timedelta(minutes=10))
+    handoff = MODELS.handoff(
+        session, created_at=claimed_at - timedelta(minutes=1), claimed_at=claimed_at, claimed_by=claimed_by
     )
     if lag is not None:
-        AiSessionStepFactory(session=session, created_at=claimed_at + timedelta(seconds=lag))
+        MODELS.step(session, claimed_at + timedelta(seconds=lag))
     return handoff
 
 
+def unclaimed_handoff(session, *, created_at):
+    return MODELS.handoff(session, created_at=created_at, claimed_at=None)
+
+
 def step(session, at):
-    return AiSessionStepFactory(session=session, created_at=at)
+    return MODELS.step(session, at)
 
 
 def cross_account_overhead():
@@ -43,9 +45,15 @@ def cross_account_overhead():
 
 def account_ids_visible():
     """The account ids of every row each tenant table shows, queried with no filter at all."""
-    return {
-        model.__name__: set(model.objects.values_list("account_id", flat=True)) for model in TENANT_MODELS
-    }
+    return MODELS.visible_accounts()
+
+
+def nothing_visible():
+    return {kind: set() for kind in MODELS.visible_accounts()}
+
+
+def only_visible(*accounts):
+    return {kind: {account.pk for account in accounts} for kind in MODELS.visible_accounts()}
 
 
 # --- The API -----------------------------------------------------------------------------

@@ -14,13 +14,16 @@ from flowpilot_analytics.db_roles import (
     ensure_app_role,
     ensure_cross_account_role,
 )
-from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
+from flowpilot_analytics.factories import UserFactory
 from tests.builders import claimed_handoff
+from tests.model_sets import MODELS
 
 # The demo project's own tables its serving role needs beside the app's (logins, sessions,
-# tokens, the admin's permissions and log), granted as .ci/run and scripts/load_test.py do.
-DEMO_PROJECT_APPS = ("auth", "contenttypes", "sessions", "admin", "authtoken")
+# tokens, the admin's permissions and log), granted as .ci/run and scripts/load_test.py do;
+# with a host's models, the host's app too (its seats: the access policy reads them).
+DEMO_PROJECT_APPS = ("auth", "contenttypes", "sessions", "admin", "authtoken",
+                     *(("helpdesk",) if MODELS.name == "host" else ()))
 
 # A fixed "now" keeps window edges exact; every test that builds data passes it on.
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
@@ -46,12 +49,12 @@ def now():
 
 @pytest.fixture
 def account(db):
-    return AccountFactory(name="Acme MSP", slug="acme")
+    return MODELS.account(name="Acme MSP", slug="acme")
 
 
 @pytest.fixture
 def other_account(db):
-    return AccountFactory(name="Globex IT", slug="globex")
+    return MODELS.account(name="Globex IT", slug="globex")
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def three_accounts(account, other_account):
     claimed_handoff(account, claimed_at=now - timedelta(days=3))
     claimed_handoff(account, claimed_at=now - timedelta(days=40), lag=7200)
     claimed_handoff(other_account, claimed_at=now - timedelta(days=10), lag=3)
-    empty = AccountFactory(name="Zeta Empty", slug="zeta")
+    empty = MODELS.account(name="Zeta Empty", slug="zeta")
     return account, other_account, empty
 
 
@@ -75,9 +78,10 @@ def three_accounts(account, other_account):
 def member(account):
     """Returns a function making a user with ``role`` in ``account`` (default: the fixture's)."""
 
-    def make(role=Membership.Role.ENGINEER, *, account=account, user=None):
-        membership = MembershipFactory(account=account, role=role, user=user or UserFactory())
-        return membership.user
+    def make(role=Role.ENGINEER, *, account=account, user=None):
+        user = user or UserFactory()
+        MODELS.grant(user, account, role)
+        return user
 
     return make
 
@@ -90,8 +94,8 @@ def two_tenants(account, other_account, member):
     claimed_handoff(account, claimed_at=now - timedelta(hours=2), lag=20)
     for hours in range(1, 4):
         claimed_handoff(other_account, claimed_at=now - timedelta(hours=hours), lag=500)
-    member(Membership.Role.ENGINEER, account=account)
-    member(Membership.Role.ENGINEER, account=other_account)
+    member(Role.ENGINEER, account=account)
+    member(Role.ENGINEER, account=other_account)
     return account, other_account
 
 
@@ -102,7 +106,7 @@ def api_client():
 
 @pytest.fixture
 def engineer_client(api_client, member):
-    api_client.force_authenticate(member(Membership.Role.ENGINEER))
+    api_client.force_authenticate(member(Role.ENGINEER))
     return api_client
 
 
@@ -121,7 +125,7 @@ def team(account, other_account, member):
     users = {}
     for username, (first, last) in TRICKY_NAMES.items():
         users[username] = member(
-            Membership.Role.ENGINEER, user=UserFactory(username=username, first_name=first, last_name=last)
+            Role.ENGINEER, user=UserFactory(username=username, first_name=first, last_name=last)
         )
     gone = UserFactory(username="gone")
     plan = [
@@ -137,8 +141,8 @@ def team(account, other_account, member):
     claimed_handoff(account, claimed_at=now - timedelta(days=60), lag=1, claimed_by=users["alice"])
     claimed_handoff(other_account, claimed_at=now - timedelta(days=1), lag=5, claimed_by=users["alice"])
     gone.delete()
-    users["admin"] = member(Membership.Role.ADMIN, user=UserFactory(username="boss"))
-    users["viewer"] = member(Membership.Role.VIEWER)
+    users["admin"] = member(Role.ADMIN, user=UserFactory(username="boss"))
+    users["viewer"] = member(Role.VIEWER)
     return users
 
 
@@ -183,7 +187,7 @@ def set_local_role(role):
     """The rest of the test's transaction runs as ``role``, bound by Row-Level Security (checked)."""
     with connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL ROLE {role}")
-        cursor.execute("SELECT current_user, row_security_active('ai_session')")
+        cursor.execute("SELECT current_user, row_security_active('flowpilot_analytics_membership')")
         assert cursor.fetchone() == (role, True), f"RLS must apply to {role}"
 
 
@@ -239,10 +243,14 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_report_header(config):
-    return f"database vendor: {connection.vendor}"
+    return f"database vendor: {connection.vendor}; models: {MODELS.name} (tests/model_sets.py)"
 
 
 def pytest_collection_modifyitems(config, items):
+    if MODELS.name == "host":
+        # A host's models: the core suite only (the rest is about the app's own tables).
+        config.hook.pytest_deselected(items=[item for item in items if "core" not in item.keywords])
+        items[:] = [item for item in items if "core" in item.keywords]
     if connection.vendor == "postgresql":
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL; CI always does)")

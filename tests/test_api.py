@@ -1,4 +1,4 @@
-"""GET /api/v1/analytics/flowpilot/escalations: the API of docs/metric.md."""
+"""GET /api/v1/analytics/flowpilot/escalations: the API of docs/metric.md (core suite: both model sets)."""
 
 from datetime import timedelta
 
@@ -8,12 +8,13 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from flowpilot_analytics.access import Role
 from flowpilot_analytics.constants import METRIC_DEFINITION
-from flowpilot_analytics.factories import AccountFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.factories import UserFactory
 from tests.builders import CONTRACT_FIELDS, URL, claimed_handoff
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 def test_url_is_the_contracts():
@@ -72,7 +73,7 @@ def test_no_data_gives_zeros_and_nulls(engineer_client):
 
 @pytest.mark.parametrize("period", ["7d", "30d", "90d"])
 def test_admin_may_read_every_period(api_client, member, period):
-    api_client.force_authenticate(member(Membership.Role.ADMIN))
+    api_client.force_authenticate(member(Role.ADMIN))
     response = api_client.get(URL, {"period": period})
     assert response.status_code == 200
     assert response.json()["period"] == period
@@ -103,19 +104,19 @@ def test_bad_token_is_401(api_client):
 
 
 def test_token_authentication_works(api_client, member):
-    token = Token.objects.create(user=member(Membership.Role.ENGINEER))
+    token = Token.objects.create(user=member(Role.ENGINEER))
     response = api_client.get(URL, HTTP_AUTHORIZATION=f"Token {token.key}")
     assert response.status_code == 200
 
 
 def test_session_login_works(client, member):
-    user = member(Membership.Role.ENGINEER)
+    user = member(Role.ENGINEER)
     client.force_login(user)
     assert client.get(URL, HTTP_ACCEPT="application/json").status_code == 200
 
 
 def test_viewer_is_denied_403(api_client, member):
-    api_client.force_authenticate(member(Membership.Role.VIEWER))
+    api_client.force_authenticate(member(Role.VIEWER))
     assert api_client.get(URL).status_code == 403
 
 
@@ -130,8 +131,8 @@ def test_staff_without_membership_is_denied_403(api_client, account):
 
 
 def test_several_memberships_without_account_is_400(api_client, member, account, other_account):
-    user = member(Membership.Role.ENGINEER, account=account)
-    member(Membership.Role.ADMIN, account=other_account, user=user)
+    user = member(Role.ENGINEER, account=account)
+    member(Role.ADMIN, account=other_account, user=user)
     api_client.force_authenticate(user)
 
     response = api_client.get(URL)
@@ -144,8 +145,8 @@ def test_several_memberships_pick_the_account_and_its_role(api_client, member, a
     now = timezone.now()
     claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=10)
     claimed_handoff(other_account, claimed_at=now - timedelta(days=1), lag=20)
-    user = member(Membership.Role.ENGINEER, account=account)
-    member(Membership.Role.VIEWER, account=other_account, user=user)
+    user = member(Role.ENGINEER, account=account)
+    member(Role.VIEWER, account=other_account, user=user)
     api_client.force_authenticate(user)
 
     mine = api_client.get(URL, {"account": account.pk})
@@ -196,7 +197,7 @@ def test_browsable_api_renders_with_a_login_link(client, account):
 
 
 def test_browsable_api_renders_the_figures_for_a_logged_in_engineer(client, member):
-    client.force_login(member(Membership.Role.ENGINEER))
+    client.force_login(member(Role.ENGINEER))
     page = client.get(URL, HTTP_ACCEPT="text/html")
     assert page.status_code == 200
     assert "n_handoffs_claimed" in page.content.decode()
@@ -209,20 +210,20 @@ def seed_handoffs(account, count):
 
 
 def test_query_count_does_not_grow_with_handoffs(api_client, member, account, django_assert_num_queries):
-    token = Token.objects.create(user=member(Membership.Role.ENGINEER))
+    token = Token.objects.create(user=member(Role.ENGINEER))
     headers = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
 
-    # token + user, membership, the metric itself; the request's read-only
-    # transaction (here a savepoint in the test's own: SAVEPOINT, ROLLBACK TO,
-    # RELEASE); on PostgreSQL, binding the user and then the account to it for
-    # Row-Level Security.
-    request_queries = 3 + 3 + (2 if connection.vendor == "postgresql" else 0)
+    # token + user, the access policy's roles (the memberships), the account, the metric
+    # itself; the request's read-only transaction (here a savepoint in the test's own:
+    # SAVEPOINT, ROLLBACK TO, RELEASE); on PostgreSQL, binding the user and then the
+    # account to it for Row-Level Security.
+    request_queries = 4 + 3 + (2 if connection.vendor == "postgresql" else 0)
 
     seed_handoffs(account, 10)
     with django_assert_num_queries(request_queries):
         assert api_client.get(URL, **headers).json()["n_handoffs_claimed"] == 10
 
-    seed_handoffs(AccountFactory(), 50)
+    seed_handoffs(MODELS.account(), 50)
     seed_handoffs(account, 490)
     with django_assert_num_queries(request_queries):
         assert api_client.get(URL, **headers).json()["n_handoffs_claimed"] == 500
@@ -231,7 +232,7 @@ def test_query_count_does_not_grow_with_handoffs(api_client, member, account, dj
 @pytest.mark.django_db(transaction=True)
 def test_browsable_api_renders_outside_any_test_transaction(client, member):
     """As under a real server: the page renders after the request's own transaction has ended."""
-    client.force_login(member(Membership.Role.ENGINEER))
+    client.force_login(member(Role.ENGINEER))
     page = client.get(URL, {"period": "7d"}, HTTP_ACCEPT="text/html")
     assert page.status_code == 200
     assert "n_handoffs_claimed" in page.content.decode()
@@ -240,7 +241,7 @@ def test_browsable_api_renders_outside_any_test_transaction(client, member):
 @pytest.mark.parametrize("path", ["", "/trend", "/by-engineer", "/handoffs"])
 def test_the_browsable_apis_format_links_work(client, member, path):
     """The browsable API offers ?format=json and ?format=api on every page."""
-    client.force_login(member(Membership.Role.ADMIN))
+    client.force_login(member(Role.ADMIN))
     html = client.get(URL + path, {"format": "api"})
     assert html.status_code == 200
     assert html["Content-Type"].startswith("text/html")

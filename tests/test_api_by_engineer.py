@@ -1,13 +1,14 @@
-"""GET .../escalations/by-engineer: each claimer's figures, and who may see which claimer."""
+"""GET .../escalations/by-engineer: each claimer's figures, and who may see which claimer (core suite)."""
 
 import pytest
 
-from flowpilot_analytics.factories import MembershipFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
+from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.stats import percentile
 from tests.builders import BY_ENGINEER, HANDOFFS, URL, as_user
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 def expected(lags):
@@ -58,7 +59,7 @@ def test_an_engineer_sees_only_their_own_row(api_client, team):
 
 
 def test_an_engineer_without_handoffs_gets_their_own_row_with_zero_counts(api_client, team, member):
-    newcomer = member(Membership.Role.ENGINEER, user=UserFactory(username="newcomer"))
+    newcomer = member(Role.ENGINEER, user=UserFactory(username="newcomer"))
     rows = as_user(api_client, newcomer).get(BY_ENGINEER).json()["engineers"]
     assert len(rows) == 1
     assert rows[0]["engineer_id"] == newcomer.pk and rows[0]["engineer_name"] == "newcomer"
@@ -98,7 +99,7 @@ def test_an_admin_cannot_learn_the_name_of_a_user_outside_the_account(
 ):
     """As the role the app serves as: Row-Level Security must not hide the account's own members."""
     outsider = UserFactory(username="outsider", first_name="Secret", last_name="Person")
-    MembershipFactory(user=outsider, account=other_account, role=Membership.Role.ENGINEER)
+    MODELS.grant(outsider, other_account, Role.ENGINEER)
     superuser = UserFactory(username="root", first_name="Root", is_superuser=True, is_staff=True)
     become_serving_role()
     client = as_user(api_client, team["admin"])

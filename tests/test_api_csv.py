@@ -1,14 +1,18 @@
-"""format=csv (or Accept: text/csv) on every analytics endpoint: the JSON's fields, as a download."""
+"""format=csv (or Accept: text/csv) on every analytics endpoint: the JSON's fields, as a download (core suite).
+
+The file is named after the account's slug, or its id when the account model has no slug.
+"""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
 from tests.builders import BY_ENGINEER, HANDOFFS, TREND, URL, as_user, cell, claimed_handoff, flat, parse_csv
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 @pytest.mark.parametrize("url", [URL, TREND, BY_ENGINEER, HANDOFFS])
@@ -17,7 +21,7 @@ def test_repeated_format_is_a_400(api_client, team, url):
     assert response.status_code == 400 and "format" in response.json()
 
 
-def test_the_summary_as_csv_is_one_row_of_the_same_fields(api_client, team, frozen_clock):
+def test_the_summary_as_csv_is_one_row_of_the_same_fields(api_client, account, team, frozen_clock):
     client = as_user(api_client, team["admin"])
     params = {"period": "30d", "compare": "previous", "target_seconds": "60"}
     body = client.get(URL, params).json()
@@ -25,7 +29,9 @@ def test_the_summary_as_csv_is_one_row_of_the_same_fields(api_client, team, froz
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"] == 'attachment; filename="escalations-acme-30d.csv"'
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="escalations-{MODELS.label(account)}-30d.csv"'
+    )
     rows = parse_csv(response)
     assert len(rows) == 1
     assert list(rows[0]) == list(flat(body))
@@ -34,12 +40,14 @@ def test_the_summary_as_csv_is_one_row_of_the_same_fields(api_client, team, froz
     assert rows[0]["metric_definition"].startswith("elapsed_seconds(")
 
 
-def test_accept_text_csv_works_as_format_csv(api_client, team, frozen_clock):
+def test_accept_text_csv_works_as_format_csv(api_client, account, team, frozen_clock):
     client = as_user(api_client, team["admin"])
     by_header = client.get(TREND, {"period": "7d"}, HTTP_ACCEPT="text/csv")
     by_param = client.get(TREND, {"period": "7d", "format": "csv"})
     assert by_header.content == by_param.content
-    assert by_header["Content-Disposition"] == 'attachment; filename="escalations-trend-acme-7d.csv"'
+    assert by_header["Content-Disposition"] == (
+        f'attachment; filename="escalations-trend-{MODELS.label(account)}-7d.csv"'
+    )
     rows = parse_csv(by_header)
     buckets = client.get(TREND, {"period": "7d"}).json()["buckets"]
     assert len(rows) == len(buckets) == 8
@@ -49,7 +57,7 @@ def test_accept_text_csv_works_as_format_csv(api_client, team, frozen_clock):
 
 
 def test_by_engineer_csv_escapes_commas_quotes_newlines_non_ascii_and_formulas(
-    api_client, team, frozen_clock
+    api_client, account, team, frozen_clock
 ):
     client = as_user(api_client, team["admin"])
     body = client.get(BY_ENGINEER).json()
@@ -57,7 +65,9 @@ def test_by_engineer_csv_escapes_commas_quotes_newlines_non_ascii_and_formulas(
     raw = response.content.decode("utf-8")
     rows = parse_csv(response)
 
-    assert response["Content-Disposition"] == 'attachment; filename="escalations-by-engineer-acme-30d.csv"'
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="escalations-by-engineer-{MODELS.label(account)}-30d.csv"'
+    )
     assert [row["engineer_name"] for row in rows] == [
         '\'=HYPERLINK("http://x") +1',
         "Bob\nline two Ø",
@@ -74,7 +84,7 @@ def test_by_engineer_csv_escapes_commas_quotes_newlines_non_ascii_and_formulas(
 
 
 def test_csv_keeps_negative_numbers_as_numbers(api_client, account, member):
-    client = as_user(api_client, member(Membership.Role.ADMIN))
+    client = as_user(api_client, member(Role.ADMIN))
     now = timezone.now()
     claimed_handoff(account, claimed_at=now - timedelta(days=1), lag=10)
     claimed_handoff(account, claimed_at=now - timedelta(days=9), lag=100)
@@ -82,12 +92,14 @@ def test_csv_keeps_negative_numbers_as_numbers(api_client, account, member):
     assert row["change_avg_seconds_to_first_action"] == "-90.0"
 
 
-def test_the_handoffs_csv_streams_every_row_without_pages(api_client, team, frozen_clock):
+def test_the_handoffs_csv_streams_every_row_without_pages(api_client, account, team, frozen_clock):
     client = as_user(api_client, team["admin"])
     response = client.get(HANDOFFS, {"format": "csv", "page_size": 2, "ordering": "seconds_to_first_action"})
 
     assert response.status_code == 200 and response.streaming
-    assert response["Content-Disposition"] == 'attachment; filename="escalations-handoffs-acme-30d.csv"'
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="escalations-handoffs-{MODELS.label(account)}-30d.csv"'
+    )
     rows = parse_csv(response)
     body = client.get(HANDOFFS, {"page_size": 500, "ordering": "seconds_to_first_action"}).json()
     assert len(rows) == len(body["results"]) == 8
@@ -101,7 +113,7 @@ def test_the_handoffs_csv_streams_every_row_without_pages(api_client, team, froz
 
 
 def test_an_empty_list_as_csv_is_its_header(api_client, account, member):
-    client = as_user(api_client, member(Membership.Role.ADMIN))
+    client = as_user(api_client, member(Role.ADMIN))
     for url, column in ((HANDOFFS, "seconds_to_first_action"), (BY_ENGINEER, "distribution_over_24h")):
         response = client.get(url, {"format": "csv"})
         content = b"".join(response.streaming_content) if response.streaming else response.content
@@ -109,13 +121,13 @@ def test_an_empty_list_as_csv_is_its_header(api_client, account, member):
         assert len(lines) == 1 and column in lines[0].split(",")
 
 
-def test_a_custom_window_names_its_dates_in_the_file_name(api_client, team):
+def test_a_custom_window_names_its_dates_in_the_file_name(api_client, account, team):
     response = as_user(api_client, team["admin"]).get(
         BY_ENGINEER,
         {"start": "2026-03-01", "end": "2026-04-01", "time_zone": "Europe/Paris", "format": "csv"},
     )
     assert response["Content-Disposition"] == (
-        'attachment; filename="escalations-by-engineer-acme-2026-03-01_2026-04-01.csv"'
+        f'attachment; filename="escalations-by-engineer-{MODELS.label(account)}-2026-03-01_2026-04-01.csv"'
     )
 
 

@@ -1,4 +1,4 @@
-"""GET .../escalations/handoffs: the drill-down, its keyset pages and its query counts."""
+"""GET .../escalations/handoffs: the drill-down, its keyset pages and its query counts (core suite)."""
 
 import base64
 from datetime import timedelta
@@ -8,12 +8,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from flowpilot_analytics.factories import AccountFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
+from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.stats import percentile
 from tests.builders import BY_ENGINEER, HANDOFFS, URL, as_user, claimed_handoff
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 def test_the_rows_agree_with_the_summary(api_client, team):
@@ -77,7 +78,7 @@ def test_an_engineer_sees_only_the_handoffs_they_claimed(api_client, team):
 def test_pages_neither_repeat_nor_skip_a_handoff_when_handoffs_arrive_between_fetches(
     api_client, account, member, ordering
 ):
-    admin = member(Membership.Role.ADMIN)
+    admin = member(Role.ADMIN)
     client = as_user(api_client, admin)
     now = timezone.now()
     original = set()
@@ -107,7 +108,7 @@ def test_pages_neither_repeat_nor_skip_a_handoff_when_handoffs_arrive_between_fe
 
 
 def test_a_cursor_pins_the_window_of_the_first_page(api_client, account, member, monkeypatch):
-    client = as_user(api_client, member(Membership.Role.ADMIN))
+    client = as_user(api_client, member(Role.ADMIN))
     now = timezone.now()
     for hours in range(4):
         claimed_handoff(account, claimed_at=now - timedelta(days=7) + timedelta(minutes=5 + hours), lag=1)
@@ -172,16 +173,17 @@ def build(account, n_handoffs, n_claimers):
         )
 
 
-# The request's savepoint, its rollback and release, and the membership (with its account),
-# then: the grouped figures and the claimers' names (by-engineer, 2), or the page with its
-# claimers joined (handoffs, 1). On PostgreSQL two more: binding the user, then the account (RLS).
+# The request's savepoint, its rollback and release, the access policy's roles (the
+# memberships) and the account, then: the grouped figures and the claimers' names
+# (by-engineer), or the page (or every row, as CSV) and its claimers' names (handoffs).
+# On PostgreSQL two more: binding the user, then the account (RLS).
 @pytest.mark.parametrize(
     "url, params, own_queries",
     [
         (BY_ENGINEER, {}, 2),
-        (HANDOFFS, {"page_size": 50}, 1),
-        (HANDOFFS, {"page_size": 50, "ordering": "-seconds_to_first_action"}, 1),
-        (HANDOFFS, {"format": "csv"}, 1),
+        (HANDOFFS, {"page_size": 50}, 2),
+        (HANDOFFS, {"page_size": 50, "ordering": "-seconds_to_first_action"}, 2),
+        (HANDOFFS, {"format": "csv"}, 2),
     ],
 )
 def test_the_query_count_does_not_grow_with_handoffs_or_engineers(
@@ -189,8 +191,8 @@ def test_the_query_count_does_not_grow_with_handoffs_or_engineers(
 ):
     counts = []
     for n_handoffs, n_claimers in ((10, 3), (200, 40)):
-        account = AccountFactory()
-        client = as_user(api_client, member(Membership.Role.ADMIN, account=account))
+        account = MODELS.account()
+        client = as_user(api_client, member(Role.ADMIN, account=account))
         build(account, n_handoffs, n_claimers)
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url, params)
@@ -198,7 +200,7 @@ def test_the_query_count_does_not_grow_with_handoffs_or_engineers(
                 b"".join(response.streaming_content)
         assert response.status_code == 200
         counts.append(len(queries))
-    expected = 4 + own_queries + (2 if connection.vendor == "postgresql" else 0)
+    expected = 5 + own_queries + (2 if connection.vendor == "postgresql" else 0)
     assert counts == [expected, expected]
     with django_assert_num_queries(expected):
         response = client.get(url, params)

@@ -13,11 +13,12 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from flowpilot_analytics.factories import AccountFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
+from flowpilot_analytics.factories import UserFactory
 from tests.builders import claimed_handoff
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 PERIODS = ["7d", "30d", "90d"]
@@ -64,25 +65,25 @@ def token_for(user):
 def credentials(tenants, member, become_app_role_on_postgres):
     """identity -> (token or None, extra query parameters); then the app role on PostgreSQL."""
     account, other_account = tenants
-    inactive = member(Membership.Role.ENGINEER)
+    inactive = member(Role.ENGINEER)
     inactive.is_active = False
     inactive.save()
-    deleted = member(Membership.Role.ENGINEER)
+    deleted = member(Role.ENGINEER)
     deleted_token = token_for(deleted)
     deleted.delete()
-    two = member(Membership.Role.ENGINEER, account=account)
-    member(Membership.Role.VIEWER, account=other_account, user=two)
+    two = member(Role.ENGINEER, account=account)
+    member(Role.VIEWER, account=other_account, user=two)
     two_token = token_for(two)
-    foreign = AccountFactory(slug="foreign")  # exists, but not one of theirs
+    foreign = MODELS.account(slug="foreign")  # exists, but not one of theirs
 
     identities = {
         "anonymous": (None, {}),
         "inactive user": (token_for(inactive), {}),
         "token of a deleted user": (deleted_token, {}),
         "non-member": (token_for(UserFactory()), {}),
-        "viewer": (token_for(member(Membership.Role.VIEWER)), {}),
-        "engineer": (token_for(member(Membership.Role.ENGINEER)), {}),
-        "admin": (token_for(member(Membership.Role.ADMIN)), {}),
+        "viewer": (token_for(member(Role.VIEWER)), {}),
+        "engineer": (token_for(member(Role.ENGINEER)), {}),
+        "admin": (token_for(member(Role.ADMIN)), {}),
         "two accounts, engineer one: that account": (two_token, {"account": account.pk}),
         "two accounts, viewer other: that account": (two_token, {"account": other_account.pk}),
         "two accounts: no account given": (two_token, {}),

@@ -1,4 +1,4 @@
-"""GET .../escalations/trend: one row per local day or week, empty ones included (issue 6)."""
+"""GET .../escalations/trend: one row per local day or week, empty ones included (issue 6) (core suite)."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -8,10 +8,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone as django_timezone
 from rest_framework.authtoken.models import Token
 
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
 from tests.builders import claimed_handoff
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 URL = "/api/v1/analytics/flowpilot/escalations/trend"
 SUMMARY_URL = "/api/v1/analytics/flowpilot/escalations"
@@ -122,9 +122,9 @@ def test_bad_trend_parameters_are_400_naming_the_field(engineer_client, params, 
 
 
 def test_trend_keeps_the_access_rules(api_client, member, account, other_account):
-    api_client.force_authenticate(member(Membership.Role.VIEWER))
+    api_client.force_authenticate(member(Role.VIEWER))
     assert api_client.get(URL).status_code == 403
-    api_client.force_authenticate(member(Membership.Role.ENGINEER))
+    api_client.force_authenticate(member(Role.ENGINEER))
     assert api_client.get(URL, {"account": other_account.pk}).status_code == 404
     assert api_client.post(URL).status_code == 405
     api_client.force_authenticate(None)
@@ -138,7 +138,7 @@ def test_other_accounts_never_appear_in_the_trend(engineer_client, account, othe
 
 
 def test_query_count_does_not_grow_with_handoffs_or_buckets(api_client, member, account, django_assert_num_queries):
-    token = Token.objects.create(user=member(Membership.Role.ENGINEER))
+    token = Token.objects.create(user=member(Role.ENGINEER))
     headers = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
     now = django_timezone.now()
 

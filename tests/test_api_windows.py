@@ -1,4 +1,4 @@
-"""Summary windows, the wider distribution, coverage, targets and compare=previous (issue 6)."""
+"""Summary windows, the wider distribution, coverage, targets and compare=previous (issue 6) (core suite)."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -6,11 +6,11 @@ import pytest
 from django.utils import timezone as django_timezone
 
 from flowpilot_analytics.constants import METRIC_DEFINITION
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.access import Role
 from flowpilot_analytics.stats import LAG_BUCKETS
 from tests.builders import claimed_handoff
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 UTC = timezone.utc
@@ -168,7 +168,7 @@ def test_repeated_window_parameters_are_400(engineer_client, name):
 
 
 def test_window_parameters_keep_the_access_rules(api_client, member, march):
-    api_client.force_authenticate(member(Membership.Role.VIEWER))
+    api_client.force_authenticate(member(Role.VIEWER))
     assert api_client.get(URL, {"start": "2026-03-01", "end": "2026-03-06"}).status_code == 403
     api_client.force_authenticate(None)
     assert api_client.get(URL, {"start": "2026-03-01", "end": "2026-03-06"}).status_code == 401

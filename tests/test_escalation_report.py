@@ -1,4 +1,7 @@
-"""manage.py escalation_report: every format, the API's numbers, every error."""
+"""manage.py escalation_report: every format, the API's numbers, every error (core suite).
+
+Accounts are named by slug, or by id when the account model has no slug.
+"""
 
 import csv
 import io
@@ -10,15 +13,21 @@ import pytest
 from django.core.management import CommandError, call_command, execute_from_command_line
 from django.utils import timezone
 
+from flowpilot_analytics.access import Role
 from flowpilot_analytics.constants import METRIC_DEFINITION
-from flowpilot_analytics.factories import AccountFactory
 from flowpilot_analytics.management.commands.escalation_report import PROGRESS_MIN_ACCOUNTS
-from flowpilot_analytics.models import Membership
 from tests.builders import CONTRACT_FIELDS, URL, claimed_handoff, cross_account_overhead
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
+needs_slugs = pytest.mark.skipif(not MODELS.has_slugs, reason="these accounts have no slug: ids name them")
 
 REPORT_FIELDS = {"account", "account_id"} | CONTRACT_FIELDS
+
+
+def labels(accounts):
+    """How the report names accounts: by slug, or by id."""
+    return [MODELS.label(account) for account in accounts]
 
 
 def assert_report_columns(columns):
@@ -41,7 +50,7 @@ def report(*args, stdout=None, stderr=None):
 
 
 def api_figures(api_client, member, account, period):
-    api_client.force_authenticate(member(Membership.Role.ENGINEER, account=account))
+    api_client.force_authenticate(member(Role.ENGINEER, account=account))
     response = api_client.get(URL, {"period": period})
     assert response.status_code == 200
     return {field: response.json()[field] for field in CONTRACT_FIELDS}
@@ -52,7 +61,7 @@ def test_json_for_every_account_equals_the_api(three_accounts, api_client, membe
     out, err = report("--format", "json", "--period", period)
 
     rows = json.loads(out)
-    assert [row["account"] for row in rows] == ["acme", "globex", "zeta"]  # by slug
+    assert [row["account"] for row in rows] == labels(three_accounts)  # by slug (or id)
     for row, account in zip(rows, three_accounts):
         assert_report_columns(row)
         assert row["account_id"] == account.pk
@@ -64,10 +73,10 @@ def test_json_for_every_account_equals_the_api(three_accounts, api_client, membe
 
 def test_json_for_one_account(three_accounts):
     acme = three_accounts[0]
-    rows = json.loads(report("--account", "acme", "--format", "json", "--period", "7d")[0])
+    rows = json.loads(report("--account", MODELS.label(acme), "--format", "json", "--period", "7d")[0])
     assert rows == [
         {
-            "account": "acme",
+            "account": MODELS.label(acme),
             "account_id": acme.pk,
             "period": "7d",
             "n_handoffs_claimed": 3,
@@ -85,7 +94,7 @@ def test_csv_for_every_account_has_a_header_and_empty_cells_for_nulls(three_acco
 
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert_report_columns(out.splitlines()[0].split(","))
-    assert [row["account"] for row in parsed] == ["acme", "globex", "zeta"]
+    assert [row["account"] for row in parsed] == labels(three_accounts)
     acme_api = api_figures(api_client, member, three_accounts[0], "30d")
     assert float(parsed[0]["p95_seconds_to_first_action"]) == acme_api["p95_seconds_to_first_action"]
     assert int(parsed[0]["n_handoffs_claimed"]) == acme_api["n_handoffs_claimed"] == 3
@@ -99,7 +108,7 @@ def test_csv_for_one_account(three_accounts):
     out, _ = report("--account", str(three_accounts[1].pk), "--format", "csv")
     assert list(csv.DictReader(io.StringIO(out))) == [
         {
-            "account": "globex",
+            "account": MODELS.label(three_accounts[1]),
             "account_id": str(three_accounts[1].pk),
             "period": "30d",
             "n_handoffs_claimed": "1",
@@ -118,7 +127,7 @@ def test_table_for_every_account_is_aligned(three_accounts):
     lines = out.splitlines()
     assert lines[0].startswith("Escalation report, period 7d: ")
     assert lines[1].split()[0] == "ACCOUNT"
-    assert [line.split()[0] for line in lines[2:5]] == ["acme", "globex", "zeta"]
+    assert [line.split()[0] for line in lines[2:5]] == labels(three_accounts)
     assert lines[2].split()[2:] == ["3", "2", "66.6%", "137.560", "137.560", "234.364"]
     assert lines[4].split()[2:] == ["0", "0", "\u2014", "\u2014", "\u2014", "\u2014"]
     assert len({len(line) for line in lines[1:5]}) == 1
@@ -127,10 +136,12 @@ def test_table_for_every_account_is_aligned(three_accounts):
 
 
 def test_table_for_one_account(three_accounts):
-    lines = report("--account", "globex")[0].splitlines()
-    assert [line.split()[0] for line in lines[2:-2]] == ["globex"]
+    globex = MODELS.label(three_accounts[1])
+    lines = report("--account", globex)[0].splitlines()
+    assert [line.split()[0] for line in lines[2:-2]] == [globex]
 
 
+@needs_slugs
 def test_accounts_by_slug_or_id_repeated_or_listed_keep_their_order_once_each(three_accounts):
     acme, globex, zeta = three_accounts
     rows = json.loads(
@@ -145,11 +156,7 @@ def test_output_file_gets_the_report_and_stdout_stays_empty(three_accounts, tmp_
     target = tmp_path / "report.json"
     out, err = report("--format", "json", "--output", str(target))
     assert out == err == ""
-    assert [row["account"] for row in json.loads(target.read_text(encoding="utf-8"))] == [
-        "acme",
-        "globex",
-        "zeta",
-    ]
+    assert [row["account"] for row in json.loads(target.read_text(encoding="utf-8"))] == labels(three_accounts)
     assert os.listdir(tmp_path) == ["report.json"]
 
 
@@ -159,7 +166,7 @@ def test_query_count_does_not_grow_with_accounts(three_accounts, django_assert_n
     with django_assert_num_queries(expected):
         report("--format", "json")
     for index in range(10):
-        claimed_handoff(AccountFactory(), claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index)
+        claimed_handoff(MODELS.account(), claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index)
     with django_assert_num_queries(expected):
         report("--format", "json")
 
@@ -171,7 +178,7 @@ def test_query_count_does_not_grow_with_accounts(three_accounts, django_assert_n
     ("args", "message"),
     [
         (["--account", "nope"], "no account with the slug or id 'nope'"),
-        (["--account", "acme", "999999", "--account", "x"], "'999999', 'x'"),
+        (["--account", "1", "999999", "--account", "x"], "'999999', 'x'"),
         (["--account", ""], "--account: give an account slug or id"),
         (["--period", "14d"], "argument --period: invalid choice: '14d'"),
         (["--period", "7D"], "argument --period: invalid choice: '7D'"),
@@ -180,13 +187,15 @@ def test_query_count_does_not_grow_with_accounts(three_accounts, django_assert_n
     ],
 )
 def test_bad_input_is_a_command_error(three_accounts, args, message):
+    args = [str(three_accounts[0].pk) if arg == "1" else arg for arg in args]
     with pytest.raises(CommandError, match=message.replace("(", r"\(")):
         report(*args)
 
 
+@needs_slugs
 def test_an_id_that_is_also_another_accounts_slug_is_ambiguous(three_accounts):
     acme = three_accounts[0]
-    AccountFactory(slug=str(acme.pk))
+    MODELS.account(slug=str(acme.pk))
     with pytest.raises(CommandError, match="is the id of one account and the slug of another"):
         report("--account", str(acme.pk))
 
@@ -230,7 +239,7 @@ def test_from_the_command_line_errors_go_to_stderr_with_a_non_zero_exit(three_ac
 
 @pytest.fixture
 def many_accounts(db):
-    return [AccountFactory() for _ in range(PROGRESS_MIN_ACCOUNTS)]
+    return [MODELS.account() for _ in range(PROGRESS_MIN_ACCOUNTS)]
 
 
 def test_progress_on_stderr_when_both_streams_are_a_terminal_and_accounts_are_many(many_accounts):

@@ -1,4 +1,7 @@
-"""The metric selector: docs/metric.md, "Definition", case by case; the SQL and Python paths agree."""
+"""The metric selector: docs/metric.md, "Definition", case by case; the SQL and Python paths agree.
+
+The core suite: it runs with the app's models and with a host's (tests/model_sets.py).
+"""
 
 import random
 from datetime import timedelta
@@ -11,13 +14,7 @@ from hypothesis import strategies as st
 from flowpilot_analytics.aggregation import Grouping, aggregate, aggregate_in_python
 from flowpilot_analytics.clocks import CALENDAR
 from flowpilot_analytics.constants import METRIC_DEFINITION
-from flowpilot_analytics.factories import (
-    AccountFactory,
-    AiSessionFactory,
-    AiSessionStepFactory,
-    SessionHandoffFactory,
-    UserFactory,
-)
+from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.figures import Context, summarize_lags
 from flowpilot_analytics.selectors import (
     claimed_handoffs_with_first_action,
@@ -28,9 +25,10 @@ from flowpilot_analytics.selectors import (
 )
 from flowpilot_analytics.sql import aggregate_in_sql
 from flowpilot_analytics.windows import bucket_edges, custom_window
-from tests.builders import claimed_handoff, figures, step
+from tests.builders import claimed_handoff, figures, step, unclaimed_handoff
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 def test_happy_path_with_hand_computed_figures(account, now):
@@ -67,8 +65,8 @@ def test_window_is_closed_at_both_edges_of_seven_days(account, now):
 
 
 def test_unclaimed_handoffs_are_ignored(account, now):
-    session = AiSessionFactory(account=account, created_at=now - timedelta(hours=1))
-    SessionHandoffFactory(session=session, created_at=now - timedelta(minutes=30), claimed_at=None)
+    session = MODELS.session(account, created_at=now - timedelta(hours=1))
+    unclaimed_handoff(session, created_at=now - timedelta(minutes=30))
     step(session, now - timedelta(minutes=10))
 
     assert figures(escalation_metrics(account=account, period="7d", now=now)) == (0, 0, None, None, None)
@@ -100,7 +98,7 @@ def test_first_action_is_the_earliest_later_step(account, now):
 
 def test_handoffs_of_one_session_are_measured_independently(account, now):
     first_claim = now - timedelta(hours=2)
-    session = AiSessionFactory(account=account, created_at=first_claim - timedelta(minutes=5))
+    session = MODELS.session(account, created_at=first_claim - timedelta(minutes=5))
     claimed_handoff(account, claimed_at=first_claim, session=session)
     claimed_handoff(account, claimed_at=first_claim + timedelta(seconds=100), session=session)
     step(session, first_claim + timedelta(seconds=130))
@@ -137,15 +135,28 @@ def test_other_accounts_never_change_the_figures(account, other_account, now):
     ours_alone = figures(escalation_metrics(account=account, period="7d", now=now))
 
     victim = claimed_handoff(account, claimed_at=now - timedelta(minutes=5))
-    # A mis-attributed step of the other tenant, inside our session, right after the claim.
-    AiSessionStepFactory(session=victim.session, account=other_account, created_at=now - timedelta(minutes=4))
+    if MODELS.steps_have_account:
+        # A mis-attributed step of the other tenant, inside our session, right after the claim.
+        MODELS.step(victim.session, now - timedelta(minutes=4), account=other_account)
 
     assert ours_alone == (10, 10, 10.0, 10.0, 18.1)
     assert figures(escalation_metrics(account=account, period="7d", now=now)) == (11, 10, 10.0, 10.0, 18.1)
 
 
+@pytest.mark.skipif(not MODELS.steps_have_account, reason="the steps of these models have no account")
+def test_without_an_account_on_the_step_the_session_alone_scopes_the_probe(account, other_account, now, settings):
+    """FIELDS["step.account"] = None: a step counts for the handoffs of its session, whatever its account."""
+    victim = claimed_handoff(account, claimed_at=now - timedelta(minutes=5), lag=120)
+    MODELS.step(victim.session, now - timedelta(minutes=4), account=other_account)
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (1, 1, 120.0, 120.0, 120.0)
+
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "FIELDS": {"step.account": None}}
+
+    assert figures(escalation_metrics(account=account, period="7d", now=now)) == (1, 1, 60.0, 60.0, 60.0)
+
+
 def test_by_account_lists_every_account_and_matches_the_single_account_path(account, other_account, now):
-    empty = AccountFactory(slug="empty")
+    empty = MODELS.account(slug="empty")
     claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=12)
     claimed_handoff(other_account, claimed_at=now - timedelta(hours=1), lag=99)
 
@@ -217,7 +228,7 @@ def build_lags(accounts_lags, now):
     """One account per list, a claimed handoff per lag (its step ``lag`` microseconds later)."""
     accounts = []
     for lags in accounts_lags:
-        account = AccountFactory()
+        account = MODELS.account()
         for index, lag in enumerate(lags):
             handoff = claimed_handoff(account, claimed_at=now - timedelta(minutes=index + 1))
             if lag is not None:
@@ -295,7 +306,7 @@ def test_sql_aggregation_equals_python_aggregation_and_the_reference(now, accoun
 def test_grouped_sql_equals_grouped_python_by_bucket_and_by_claimer(now, lags, target):
     """Trend buckets, per-claimer groups, days per account: the same figures from SQL and from Python."""
     assert connection.vendor == "postgresql"
-    account = AccountFactory()
+    account = MODELS.account()
     claimers = [None, UserFactory(), UserFactory()]
     for index, lag in enumerate(lags):
         handoff = claimed_handoff(

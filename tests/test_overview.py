@@ -1,4 +1,4 @@
-"""Many accounts at once (the admin widget's data): same figures as the API, bounded queries."""
+"""Many accounts at once (the admin widget's data): same figures as the API, bounded queries (core suite)."""
 
 from datetime import timedelta
 
@@ -8,27 +8,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
+from flowpilot_analytics.access import Role
 from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
-from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
-from flowpilot_analytics.models import Membership
+from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.overview import daily_median_seconds_by_account, escalation_summary
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
 from flowpilot_analytics.windows import PERIODS
 from tests.builders import claimed_handoff, step
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 DAY = timedelta(days=1)
 
 
-def slugs(summary):
-    return [row.account.slug for row in summary.accounts]
+def names(summary):
+    return [row.name for row in summary.accounts]
 
 
 def test_accounts_needing_attention_come_first_and_empty_ones_last(now):
     def account_with(slug, lags, days_ago=1):
-        account = AccountFactory(slug=slug, name=slug.title())
+        account = MODELS.account(slug=slug, name=slug)
         for index, lag in enumerate(lags):
             claimed_handoff(account, claimed_at=now - days_ago * DAY - timedelta(minutes=index), lag=lag)
         return account
@@ -42,20 +43,22 @@ def test_accounts_needing_attention_come_first_and_empty_ones_last(now):
 
     summary = escalation_summary(now=now)
 
-    assert slugs(summary) == ["never", "gap", "slow-tail", "fast", "aardvark-empty", "old-only"]
-    by_slug = {row.account.slug: row for row in summary.accounts}
-    assert by_slug["old-only"].has_data and not by_slug["aardvark-empty"].has_data
-    assert [metrics.period for metrics in by_slug["fast"].figures] == list(PERIODS)
+    assert names(summary) == ["never", "gap", "slow-tail", "fast", "aardvark-empty", "old-only"]
+    by_name = {row.name: row for row in summary.accounts}
+    assert by_name["old-only"].has_data and not by_name["aardvark-empty"].has_data
+    assert [metrics.period for metrics in by_name["fast"].figures] == list(PERIODS)
+    assert by_name["fast"].label == MODELS.label(by_name["fast"].account)
 
 
 def test_limit_keeps_the_most_urgent_and_counts_the_rest(now):
     for index in range(4):
-        claimed_handoff(AccountFactory(slug=f"acct-{index}"), claimed_at=now - DAY, lag=10 * (index + 1))
-    claimed_handoff(AccountFactory(slug="acct-gap"), claimed_at=now - DAY)
+        account = MODELS.account(slug=f"acct-{index}", name=f"acct-{index}")
+        claimed_handoff(account, claimed_at=now - DAY, lag=10 * (index + 1))
+    claimed_handoff(MODELS.account(slug="acct-gap", name="acct-gap"), claimed_at=now - DAY)
 
     summary = escalation_summary(now=now, limit=2)
 
-    assert slugs(summary) == ["acct-gap", "acct-3"]
+    assert names(summary) == ["acct-gap", "acct-3"]
     assert (summary.total_accounts, summary.hidden_accounts) == (5, 3)
 
 
@@ -95,7 +98,7 @@ def test_daily_medians_of_an_account_without_data_are_all_empty(account, now):
 def test_constant_number_of_queries_whatever_the_number_of_accounts(now, django_assert_num_queries):
     def add_accounts(count):
         for _ in range(count):
-            claimed_handoff(AccountFactory(), claimed_at=now - DAY, lag=3)
+            claimed_handoff(MODELS.account(), claimed_at=now - DAY, lag=3)
 
     add_accounts(2)
     # One lists the accounts, one per period (3), one for the daily series.
@@ -126,7 +129,7 @@ def test_api_and_cross_account_paths_agree_to_the_millisecond(accounts):
     now = timezone.now()
     created = []
     for account_handoffs in accounts:
-        account = AccountFactory()
+        account = MODELS.account()
         for offset, lag in account_handoffs:
             claimed_handoff(
                 account,
@@ -134,7 +137,7 @@ def test_api_and_cross_account_paths_agree_to_the_millisecond(accounts):
                 lag=None if lag is None else lag / 1_000_000,
             )
         user = UserFactory()
-        MembershipFactory(user=user, account=account, role=Membership.Role.ENGINEER)
+        MODELS.grant(user, account, Role.ENGINEER)
         created.append((account, user))
     ids = [account.pk for account, _ in created]
     summary = {
