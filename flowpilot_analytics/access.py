@@ -58,13 +58,14 @@ def roles_of(user):
     """
     roles = {}
     for account_pk, role in (access_policy()(user) or {}).items():
-        if role not in Role.values or isinstance(account_pk, bool):
+        if role not in Role.values:
             logger.error("The access policy gave %r the role %r in account %r: ignored (roles: %s)",
                          user, role, account_pk, ", ".join(Role.values))
-            continue
-        try:
+        elif isinstance(account_pk, int) and not isinstance(account_pk, bool):
+            roles[account_pk] = Role(role)
+        elif isinstance(account_pk, str) and account_pk.isascii() and account_pk.isdigit():
             roles[int(account_pk)] = Role(role)
-        except (TypeError, ValueError):
+        else:
             logger.error("The access policy gave %r an account key %r that is not an integer id: ignored",
                          user, account_pk)
     return roles

@@ -10,6 +10,16 @@ from .rls import read_aliases
 from .routers import PRIMARY, SETTING, AnalyticsReadRouter, analytics_db_alias
 
 
+def models_in_use_are_configured():
+    """Whether the models in use and the field map can be resolved (else E016, E104 or E105 say why).
+
+    The checks reading the models' tables wait for that: they would fail on the same error.
+    """
+    from .conf import field_map_problem, app_settings
+
+    return not field_map_problem(app_settings.raw("FIELDS")) and not check_swappable_models()
+
+
 @register(Tags.database)
 def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
     """Warns when the app's database role escapes Row-Level Security.
@@ -19,6 +29,8 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
     """
     from .db_roles import bypass_reasons, cross_account_reasons
 
+    if not databases or not models_in_use_are_configured():
+        return []
     warnings = []
     for alias in read_aliases():
         if databases is None or alias not in databases or alias not in connections.settings:
@@ -161,6 +173,8 @@ def check_cross_account_reads(app_configs, databases=None, **kwargs):
     from .cross_account import cross_account_problems
     from .routers import cross_account_db_alias
 
+    if not databases or not models_in_use_are_configured():
+        return []
     alias = cross_account_db_alias()
     aliases = [alias] if alias else sorted(set(read_aliases()))
     aliases = [name for name in aliases if name in (databases or ()) and name in connections.settings]
@@ -182,7 +196,9 @@ def check_swappable_models(app_configs=None, **kwargs):
     try:
         get_account_model(), get_step_model(), get_handoff_model()
     except (LookupError, ValueError):
-        return []  # a setting naming no installed model: Django's own check (models.E001, models.E002)
+        # A setting naming no installed model: Django's own check (models.E001, models.E002).
+        return [Error("The models in use cannot be loaded: see the errors of Django's own model checks.",
+                      id="flowpilot_analytics.E104")]
     swapped = swapped_models()
     if (STEP_MODEL in swapped) != (HANDOFF_MODEL in swapped):
         own, other = (STEP_MODEL, HANDOFF_MODEL) if STEP_MODEL in swapped else (HANDOFF_MODEL, STEP_MODEL)
@@ -209,12 +225,9 @@ def check_metric_indexes(app_configs=None, databases=None, **kwargs):
     from .indexes import missing_indexes
     from .models import get_handoff_model, get_step_model
 
-    try:
-        aliases = sorted({router.db_for_read(model) for model in (get_step_model(), get_handoff_model())})
-    except (LookupError, ValueError):
+    if not databases or not models_in_use_are_configured():
         return []
-    if check_swappable_models():
-        return []  # the field map is wrong: flowpilot_analytics.E104 / E105
+    aliases = sorted({router.db_for_read(model) for model in (get_step_model(), get_handoff_model())})
     warnings = []
     for alias in aliases:
         if databases is None or alias not in databases or alias not in connections.settings:

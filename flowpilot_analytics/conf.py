@@ -158,7 +158,8 @@ def _authentication_classes(value):
     return None
 
 
-def _field_map(value):
+def field_map_problem(value):
+    """What is wrong with a ``FIELDS`` value as a dict of names (its fields are checked on the models: E105)."""
     if not isinstance(value, dict):
         return "must be a dict of the field map's keys to change (\"handoff.claimed_at\": \"taken_at\", ...)"
     unknown = sorted(str(key) for key in value if key not in DEFAULT_FIELDS)
@@ -261,7 +262,7 @@ SETTINGS = (
         "Keys: `handoff.account`, `handoff.session`, `handoff.claimed_at`, `handoff.claimed_by`, "
         "`step.session`, `step.created_at`, `step.account` (`None`: the session alone scopes a step), "
         "`account.name`, `account.slug` (`None`: the id is shown). docs/host-integration.md.",
-        "flowpilot_analytics.E016", _field_map,
+        "flowpilot_analytics.E016", field_map_problem,
         shown_default="the app's own (`\"account\"`, `\"claimed_at\"`, ...)",
     ),
     Setting(

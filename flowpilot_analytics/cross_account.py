@@ -70,10 +70,12 @@ CAN_READ_EVERY_ACCOUNT = f"""
 
 
 def probe_table():
-    """The table whose visibility tells whether a connection reads every account: the handoffs in use."""
+    """The table whose visibility tells whether a connection reads every account (the handoffs in use),
+    and whether it is the app's own (its policies) or a host's (the host's, whatever its name)."""
     from .field_map import metric_tables
 
-    return metric_tables().handoff.name
+    handoff = metric_tables().handoff
+    return handoff.name, handoff.model._meta.app_label == routers.APP_LABEL
 
 
 class CrossAccountRefused(RuntimeError):
@@ -126,8 +128,7 @@ def cross_account_problems(aliases, *, switch_on=False):
     cross-account setting of the host's are taken as readable: the host's
     policies honour it, which only they know.
     """
-    table = probe_table()
-    own_table = table in rls.ACCOUNT_TABLES
+    table, own_table = probe_table()
     trusted = not own_table and rls.host_settings()["cross_account_setting"] is not None
     switches = rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON}) if switch_on else {}
     problems = []

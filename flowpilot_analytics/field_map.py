@@ -213,8 +213,10 @@ def field_map_problems():
     """``[(key or None, message)]``: each field of the map that is missing or of the wrong kind."""
     from .models import get_account_model, get_handoff_model, get_step_model
 
+    from .conf import field_map_problem
+
     configured = app_settings.raw("FIELDS")
-    if not isinstance(configured, dict):
+    if field_map_problem(configured):
         return []  # malformed: flowpilot_analytics.E016
     names = {**DEFAULT_FIELDS, **configured}
     account_model = get_account_model()

@@ -1,7 +1,9 @@
 """The Django admin: the escalation summary widget (on its own page) and the five models' pages.
 
 How the app sits in the stock admin (the link from the index, the opt-in on the
-index, what it leaves alone) is in ``test_admin_stock.py``.
+index, what it leaves alone) is in ``test_admin_stock.py``. The widget's tests
+are of the core suite (marked ``core``): with a host's models, accounts are named
+by slug or id (``label``) and the names link to nothing (no admin page here).
 """
 
 import html
@@ -12,6 +14,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
+from flowpilot_analytics.access import Role
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import (
     AccountFactory,
@@ -22,6 +25,7 @@ from flowpilot_analytics.factories import (
 )
 from flowpilot_analytics.models import Membership
 from tests.builders import claimed_handoff, cross_account_overhead
+from tests.model_sets import MODELS
 
 pytestmark = pytest.mark.django_db
 
@@ -74,67 +78,84 @@ def widget(response):
     return parser
 
 
-def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three_accounts):
+@pytest.fixture
+def labels(three_accounts):
+    """The widget's name of acme, globex and zeta: their slugs, or their ids."""
+    return [MODELS.label(account) for account in three_accounts]
+
+
+@pytest.mark.core
+def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three_accounts, labels):
+    acme, globex, zeta = labels
     response = admin_client.get(WIDGET_URL)
 
     assert response.status_code == 200
     page = widget(response)
-    acme_7d = page.cells[("acme", "7d")]
+    acme_7d = page.cells[(acme, "7d")]
     assert acme_7d["n_handoffs_claimed"][0] == "3"
     assert acme_7d["n_handoffs_with_action"][0] == "2"
     assert acme_7d["action_rate"][0] == "66.6%"
     assert acme_7d["median_seconds_to_first_action"] == ("2m 18s", "137.560")
     assert acme_7d["p95_seconds_to_first_action"] == ("3m 54s", "234.364")
-    acme_90d = page.cells[("acme", "90d")]
+    acme_90d = page.cells[(acme, "90d")]
     assert [
         acme_90d[name][0] for name in ("n_handoffs_claimed", "n_handoffs_with_action", "action_rate")
     ] == ["4", "3", "75.0%"]
     assert acme_90d["median_seconds_to_first_action"] == ("4m 05s", "245.120")
-    globex_7d = page.cells[("globex", "7d")]
+    globex_7d = page.cells[(globex, "7d")]
     assert globex_7d["n_handoffs_claimed"][0] == "0"
     assert globex_7d["median_seconds_to_first_action"] == ("\u2014", None)
-    assert page.charts == {"acme", "globex"}
+    assert page.charts == {acme, globex}
 
 
-def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, member):
+@pytest.mark.core
+def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, member, labels):
+    acme = labels[0]
     page = widget(admin_client.get(WIDGET_URL))
-    api_client.force_authenticate(member(Membership.Role.ENGINEER, account=three_accounts[0]))
+    api_client.force_authenticate(member(Role.ENGINEER, account=three_accounts[0]))
     for period in ("7d", "30d", "90d"):
         body = api_client.get(URL, {"period": period}).json()
-        cells = page.cells[("acme", period)]
+        cells = page.cells[(acme, period)]
         assert int(cells["n_handoffs_claimed"][0]) == body["n_handoffs_claimed"]
         assert int(cells["n_handoffs_with_action"][0]) == body["n_handoffs_with_action"]
         for name in ("median_seconds_to_first_action", "p95_seconds_to_first_action"):
             assert float(cells[name][1]) == body[name]
 
 
-def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_client, three_accounts):
+@pytest.mark.core
+def test_accounts_needing_attention_first_and_empty_ones_shown_as_such(admin_client, three_accounts, labels):
+    acme, globex, zeta = labels
     page = widget(admin_client.get(WIDGET_URL))
     # 30d: acme acted on 2 of 3 claims, globex on all; zeta has none.
-    assert page.accounts == ["acme", "globex", "zeta"]
-    assert ("zeta", "No claimed handoffs in the last 90d: nothing to measure yet.") in page.empty
-    assert not [key for key in page.cells if key[0] == "zeta"]
+    assert page.accounts == [acme, globex, zeta]
+    assert (zeta, "No claimed handoffs in the last 90d: nothing to measure yet.") in page.empty
+    assert not [key for key in page.cells if key[0] == zeta]
 
 
-def test_metric_definition_is_shown_beside_the_figures(admin_client, three_accounts):
+@pytest.mark.core
+def test_metric_definition_is_shown_beside_the_figures(admin_client, three_accounts, labels):
+    acme = labels[0]
     content = admin_client.get(WIDGET_URL).content.decode()
     assert html.escape(METRIC_DEFINITION, quote=False) in content
-    assert content.index('id="escalation-metric-definition"') < content.index('data-account="acme"')
+    assert content.index('id="escalation-metric-definition"') < content.index(f'data-account="{acme}"')
 
 
+@pytest.mark.core
 def test_non_staff_are_sent_to_the_login_page(client, three_accounts):
     assert client.get(WIDGET_URL).url == f"/admin/login/?next={WIDGET_URL}"
-    member = MembershipFactory(account=three_accounts[0], role=Membership.Role.ADMIN).user
+    member = UserFactory()
+    MODELS.grant(member, three_accounts[0], Role.ADMIN)
     client.force_login(member)
     response = client.get(WIDGET_URL)
     assert response.status_code == 302
     assert response.url == f"/admin/login/?next={WIDGET_URL}"
 
 
-def test_staff_without_the_pages_view_permission_get_403_and_no_figures(client, three_accounts):
+@pytest.mark.core
+def test_staff_without_the_pages_view_permission_get_403_and_no_figures(client, three_accounts, labels):
     staff = UserFactory(is_staff=True)
-    # Seeing handoffs is not seeing every account's figures: the page has its own permission.
-    staff.user_permissions.add(Permission.objects.get(codename="view_sessionhandoff"))
+    # Seeing memberships is not seeing every account's figures: the page has its own permission.
+    staff.user_permissions.add(Permission.objects.get(codename="view_membership"))
     client.force_login(staff)
     response = client.get(WIDGET_URL)
     assert response.status_code == 403
@@ -143,18 +164,20 @@ def test_staff_without_the_pages_view_permission_get_403_and_no_figures(client, 
     staff.user_permissions.add(Permission.objects.get(codename="view_escalationsummarypage"))
     response = client.get(WIDGET_URL)
     assert response.status_code == 200
-    assert widget(response).accounts == ["acme", "globex", "zeta"]
+    assert widget(response).accounts == labels
 
 
+@pytest.mark.core
 def test_beyond_the_limit_the_widget_says_how_many_accounts_are_not_shown(
-    admin_client, three_accounts, settings
+    admin_client, three_accounts, settings, labels
 ):
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "WIDGET_ACCOUNT_LIMIT": 2}
     response = admin_client.get(WIDGET_URL)
-    assert widget(response).accounts == ["acme", "globex"]
+    assert widget(response).accounts == labels[:2]
     assert "1 more account not shown" in response.content.decode()
 
 
+@pytest.mark.core
 def test_page_queries_do_not_grow_with_accounts(admin_client, three_accounts, django_assert_num_queries):
     admin_client.get(WIDGET_URL)  # warm the session and the content types
     # Session, user, the summary (accounts, 3 periods, daily series).
@@ -162,7 +185,7 @@ def test_page_queries_do_not_grow_with_accounts(admin_client, three_accounts, dj
     with django_assert_num_queries(expected):
         admin_client.get(WIDGET_URL)
     for index in range(10):
-        claimed_handoff(AccountFactory(), claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index)
+        claimed_handoff(MODELS.account(), claimed_at=timezone.now() - timedelta(hours=index + 1), lag=index)
     with django_assert_num_queries(expected):
         response = admin_client.get(WIDGET_URL)
     assert len(widget(response).accounts) == 13

@@ -77,7 +77,7 @@ def test_the_cross_account_role_reads_and_writes_every_account_with_no_setting(
     by_account = escalation_metrics_by_account(period="7d")
     AiSessionFactory(account=other_account)
 
-    assert visible["SessionHandoff"] == visible["Membership"] == {account.pk, other_account.pk}
+    assert visible["handoff"] == visible["grant"] == {account.pk, other_account.pk}
     assert by_account[account.pk].n_handoffs_claimed == 2
     assert by_account[other_account.pk].n_handoffs_claimed == 3
     assert AiSession.objects.count() == 6
@@ -155,12 +155,12 @@ def test_the_owner_reads_every_account_in_the_mode_and_only_there(two_tenants):
         cursor.execute("SELECT row_security_active('session_handoff')")
         assert cursor.fetchone() == (True,), "FORCE applies the policies to the owner"
 
-    assert account_ids_visible()["SessionHandoff"] == set()
+    assert account_ids_visible()["handoff"] == set()
     with analytics_cross_account() as mode:
-        inside = account_ids_visible()["SessionHandoff"]
+        inside = account_ids_visible()["handoff"]
     assert mode.problem is None
     assert inside == {account.pk, other_account.pk}
-    assert account_ids_visible()["SessionHandoff"] == set(), "the mode ended with the block"
+    assert account_ids_visible()["handoff"] == set(), "the mode ended with the block"
 
 
 def test_cross_account_mode_is_refused_inside_an_account_scoped_request(account):
@@ -210,7 +210,7 @@ def test_served_as_the_app_role_the_faces_read_every_account_through_their_alias
 
     # The API: the app role, one account.
     assert api_client.get(URL, {"period": "7d"}).json()["n_handoffs_claimed"] == 1
-    assert account_ids_visible()["SessionHandoff"] == set()
+    assert account_ids_visible()["handoff"] == set()
 
     # The widget: every account, read on the alias, none of it on the app role's connection.
     with CaptureQueriesContext(connection) as on_default, CaptureQueriesContext(

@@ -238,3 +238,23 @@ def test_the_packaging_scripts_need_only_the_standard_library(path):
     source = textwrap.dedent((ROOT / path).read_text())
     imported = set(re.findall(r"^(?:from|import) (\w+)", source, re.M))
     assert imported <= set(sys.stdlib_module_names) | {"check_wheel"}, imported
+
+
+MONOLITH = ROOT / "examples" / "host_models"
+CONTRACT_MODEL_SETTINGS = {
+    "FLOWPILOT_ANALYTICS_ACCOUNT_MODEL", "FLOWPILOT_ANALYTICS_STEP_MODEL", "FLOWPILOT_ANALYTICS_HANDOFF_MODEL",
+}
+
+
+def test_the_monolith_with_its_own_models_uses_only_the_contracts_settings():
+    """examples/host_models: the README's two lines, the three model settings and FIELDS, ACCESS_POLICY, RLS."""
+    installed_apps, urls = readme_install_lines()
+    settings = (MONOLITH / "monolith" / "settings.py").read_text()
+    assert installed_apps in settings.splitlines()
+    assert urls in (MONOLITH / "monolith" / "urls.py").read_text().splitlines()
+    assigned = set(re.findall(r"^(FLOWPILOT_\w+)\s*=", settings, re.M))
+    assert assigned == CONTRACT_MODEL_SETTINGS | {"FLOWPILOT_ANALYTICS"}
+    keys = set(re.findall(r"^    '([A-Z_]+)':", settings[settings.index("FLOWPILOT_ANALYTICS = {"):], re.M))
+    assert keys == {"FIELDS", "ACCESS_POLICY", "RLS"}
+    assert "REST_FRAMEWORK" not in settings, "the host keeps DRF's defaults"
+    assert (MONOLITH / "pytest.ini").read_text().count("DJANGO_SETTINGS_MODULE = monolith.settings") == 1

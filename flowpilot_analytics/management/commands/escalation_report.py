@@ -107,22 +107,22 @@ class Command(BaseCommand):
         started = time.monotonic()
         if output is not None and not output.strip():
             raise CommandError("--output: give a file path.")
-        selected = accounts_from_identifiers(accounts)
-        show_progress = (
-            verbosity >= 1
-            and len(selected) >= PROGRESS_MIN_ACCOUNTS
-            and self.stderr.isatty()
-            and (output is not None or self.stdout.isatty())
-        )
-        if show_progress:
-            self.stderr.write(f"Computing the {period} figures of {len(selected)} accounts...")
-
         now = timezone.now()
         # A report spans accounts: the documented cross-account mode (RLS would
         # otherwise show the app role no rows at all, which it says rather than print zeros).
+        # The accounts are listed in it too: a host's policies may hide its accounts' rows.
         with analytics_cross_account() as mode:
             if mode.problem:
                 raise CommandError(mode.problem)
+            selected = accounts_from_identifiers(accounts)
+            show_progress = (
+                verbosity >= 1
+                and len(selected) >= PROGRESS_MIN_ACCOUNTS
+                and self.stderr.isatty()
+                and (output is not None or self.stdout.isatty())
+            )
+            if show_progress:
+                self.stderr.write(f"Computing the {period} figures of {len(selected)} accounts...")
             metrics = escalation_metrics_by_account(
                 accounts=[account.pk for account in selected], period=period, now=now
             )

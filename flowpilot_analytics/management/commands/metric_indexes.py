@@ -32,7 +32,7 @@ class Command(BaseCommand):
             self.stdout.write(statement)
             if not apply:
                 continue
-            if connection.in_atomic_block:
+            if connection.vendor == "postgresql" and connection.in_atomic_block:
                 raise CommandError("--apply runs CREATE INDEX CONCURRENTLY, which cannot run in a transaction.")
             try:
                 with connection.cursor() as cursor:
