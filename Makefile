@@ -23,14 +23,19 @@ BENCH_ARGS ?=
 # and on PostgreSQL too when HOST_SMOKE_DATABASE_URL names a database (created afresh).
 HOST_DIR ?= examples/host
 HOST_SETTINGS ?= host.settings
+HOST_RLS_SETTINGS ?= host.settings_rls
 HOST_SMOKE_DATABASE_URL ?=
+# `make host-smoke-models`: the monolith variant with its own models (examples/host_models), whose
+# answers to the shared scenario must equal examples/host's (the app's own models).
+MODELS_HOST_SMOKE_DATABASE_URL ?=
 
-.PHONY: help run test test-sqlite test-postgres check clean loadtest loadtest-throttle bench host-smoke wheel
+.PHONY: help run test test-sqlite test-postgres check clean loadtest loadtest-throttle bench host-smoke host-smoke-models wheel
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
+	@echo "make host-smoke-models - the same for a monolith with its own models, compared with the app's"
 	@echo "make standby-test - the read router against a real streaming standby (two throwaway clusters)"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
 	@echo "make loadtest-throttle - the throttle on a 2-worker gunicorn, with Redis and without: docs/load-test.md"
@@ -60,12 +65,21 @@ run: $(VENV)/.installed
 	@echo ""
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+# Each database runs the suite twice: with the app's own models, then the core suite (tests
+# marked core) with a host's own models (tests/settings_host_models.py): models are decided
+# when Django starts, so each set needs a process of its own.
+HOST_MODELS_SETTINGS := tests.settings_host_models
+
 test: $(VENV)/.installed
-	@echo "== Test suite on SQLite"
+	@echo "== Test suite on SQLite (the app's models)"
 	env -u DATABASE_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@echo "== Core suite on SQLite (a host's own models: $(HOST_MODELS_SETTINGS))"
+	env -u DATABASE_URL $(BIN)/python -m pytest --ds=$(HOST_MODELS_SETTINGS) $(PYTEST_ARGS)
 	@if [ -n "$$DATABASE_URL" ]; then \
-		echo "== Test suite on $$(echo "$$DATABASE_URL" | sed -E 's#://[^@/]*@#://***@#')"; \
-		$(BIN)/python -m pytest $(PYTEST_ARGS); \
+		echo "== Test suite on $$(echo "$$DATABASE_URL" | sed -E 's#://[^@/]*@#://***@#') (the app's models)"; \
+		$(BIN)/python -m pytest $(PYTEST_ARGS) && \
+		echo "== Core suite on the same server (a host's own models, test database *_host_models)" && \
+		$(BIN)/python -m pytest --ds=$(HOST_MODELS_SETTINGS) $(PYTEST_ARGS); \
 	else \
 		echo "== DATABASE_URL is not set: PostgreSQL run skipped (see README, 'Tests on PostgreSQL')"; \
 	fi
@@ -100,7 +114,16 @@ wheel: $(VENV)/.installed
 # Not part of `make test` (it builds a virtualenv: about half a minute); CI runs it on both databases.
 host-smoke: $(VENV)/.installed
 	$(BIN)/python scripts/host_smoke.py --host-dir "$(HOST_DIR)" --settings "$(HOST_SETTINGS)" \
+		--rls-settings "$(HOST_RLS_SETTINGS)" \
 		$(if $(HOST_SMOKE_DATABASE_URL),--postgres-url "$(HOST_SMOKE_DATABASE_URL)")
+
+# Its own organisations, seats, tickets, steps, escalations, user model and RLS; the cross-account
+# pages read through its own reporting role. Each database: its answers equal examples/host's.
+host-smoke-models: $(VENV)/.installed
+	$(BIN)/python scripts/host_smoke.py --host-dir examples/host_models --settings monolith.settings \
+		--rls-settings monolith.settings_rls --extra-app auth contenttypes sessions admin tenants support \
+		--cross-account-role monolith_reporting --compare-with examples/host:host.settings \
+		$(if $(MODELS_HOST_SMOKE_DATABASE_URL),--postgres-url "$(MODELS_HOST_SMOKE_DATABASE_URL)")
 
 # The read router against a real hot standby: a primary cluster and its pg_basebackup -R standby in a
 # temporary directory (ports STANDBY_PRIMARY_PORT, STANDBY_PORT: 5433, 5434), removed after. CI runs it.

@@ -2,6 +2,8 @@
 The wheel in a fresh host project: build, check, install outside the source tree, smoke-test the host.
 
     python scripts/host_smoke.py [--host-dir examples/host] [--settings host.settings]
+                                 [--rls-settings host.settings_rls] [--extra-app APP ...]
+                                 [--cross-account-role ROLE] [--compare-with DIR:SETTINGS]
                                  [--postgres-url postgres://user@host:5432/name] [--no-sqlite] [--keep]
 
 `make host-smoke` runs it (CI too, on both databases). Steps:
@@ -14,19 +16,31 @@ The wheel in a fresh host project: build, check, install outside the source tree
    installs the wheel with its ``postgresql`` extra, pytest and pytest-django:
    nothing of the repository is on ``sys.path`` there (the suite checks it);
 4. copies the host project (``--host-dir``, settings module ``--settings``) to the
-   temporary directory and, for each database (SQLite, and PostgreSQL when
-   ``--postgres-url`` names one, created if missing and emptied first): ``migrate``,
-   ``check``, ``makemigrations --check``, ``escalation_report``, then the host's
-   own pytest suite (its ``pytest.ini``) against that database. On PostgreSQL also
-   ``grant_app_role`` (with the host's own apps as extras) and ``grant_cross_account_role``,
-   then, as the app role: ``escalation_report`` refused (it cannot read across accounts,
-   and says so), and with the cross-account alias (``--rls-settings``) ``check --database``
-   (no warning, no missing grant) and ``escalation_report``.
+   temporary directory, with ``examples/smoke_kit`` (what every host's suite shares)
+   on its path, and, for each database (SQLite, and PostgreSQL when ``--postgres-url``
+   names one, created if missing and emptied first): ``migrate``, ``check``,
+   ``makemigrations --check``, ``metric_indexes`` then ``metric_indexes --apply`` (the
+   indexes a host's own tables lack), ``escalation_report``, then the host's own
+   pytest suite (its ``pytest.ini``) against that database. On PostgreSQL also
+   ``grant_app_role`` (with ``--extra-app``: the host's own apps) and, when the
+   cross-account role is the app's, ``grant_cross_account_role``; then, as the app
+   role: ``escalation_report`` refused (it cannot read across accounts, and says so),
+   and with the cross-account alias (``--rls-settings``, connecting as
+   ``--cross-account-role``) ``check --database`` (no warning: RLS binds the app role,
+   the alias reads every account, no index missing), ``escalation_report``, and the
+   host's tests marked ``rls_settings`` under those settings;
+5. with ``--compare-with DIR:SETTINGS`` (another host, e.g. examples/host with the
+   app's own models): on each database, that host's ``smoke/test_same_figures.py``
+   too, on a database of its own, and the two dumps of the shared scenario
+   (``smoke_kit/scenario.json``) must be equal: the same figures, whatever the
+   models are called.
 
 Exits non-zero at the first failure, saying which step failed. Standard library only.
 """
 
 import argparse
+import difflib
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_wheel import wheel_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SMOKE_KIT = ROOT / "examples" / "smoke_kit"
 HOST_REQUIREMENTS = ["pytest>=8.0", "pytest-django>=4.9"]
 APP_ROLE = "flowpilot_app"
 CROSS_ACCOUNT_ROLE = "flowpilot_cross_account"
@@ -51,11 +66,15 @@ class StepFailed(Exception):
     pass
 
 
-def run(command, *, cwd=None, env=None, label):
+# pytest's exit status when no test was selected (a host without tests of that mark).
+NO_TESTS = 5
+
+
+def run(command, *, cwd=None, env=None, label, accept=()):
     print(f"== {label}", flush=True)
     started = time.monotonic()
     result = subprocess.run(command, cwd=cwd, env=env)
-    if result.returncode != 0:
+    if result.returncode != 0 and result.returncode not in accept:
         raise StepFailed(f"{label}: exit status {result.returncode} ({' '.join(map(str, command))})")
     print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
 
@@ -139,7 +158,14 @@ def reset_postgres_database(python, url):
     run([python, "-c", script, maintenance, name], label=f"PostgreSQL database {name}: created afresh")
 
 
-def smoke(python, host, *, settings, rls_settings, database_url, label):
+def with_suffix(url, suffix):
+    """The URL of the database named like ``url``'s with ``suffix``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path + suffix, "", ""))
+
+
+def host_env(python, shared, *, settings, database_url):
+    """The environment of a host's commands: its settings, its database, the shared smoke kit on the path."""
     env = {
         key: value for key, value in os.environ.items()
         if key not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "HOST_DATABASE_URL",
@@ -150,9 +176,16 @@ def smoke(python, host, *, settings, rls_settings, database_url, label):
         "DJANGO_SETTINGS_MODULE": settings,
         "FLOWPILOT_SOURCE_TREE": str(ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(shared),
     })
     if database_url:
         env["HOST_DATABASE_URL"] = database_url
+    return env
+
+
+def smoke(python, host, shared, *, settings, rls_settings, database_url, label, extra_apps,
+          cross_account_role, dump):
+    env = host_env(python, shared, settings=settings, database_url=database_url)
     sqlite_file = host / "db.sqlite3"
     if sqlite_file.exists():
         sqlite_file.unlink()
@@ -161,27 +194,58 @@ def smoke(python, host, *, settings, rls_settings, database_url, label):
     run([*manage, "check", "--fail-level", "WARNING"], cwd=host, env=env, label=f"[{label}] check")
     run([*manage, "makemigrations", "--check", "--dry-run", "-v", "0"], cwd=host, env=env,
         label=f"[{label}] no migration missing")
+    run([*manage, "metric_indexes"], cwd=host, env=env,
+        label=f"[{label}] metric_indexes: the indexes the metric needs and the host's tables lack")
+    run([*manage, "metric_indexes", "--apply"], cwd=host, env=env, label=f"[{label}] metric_indexes --apply")
     run([*manage, "escalation_report", "--format", "json"], cwd=host, env=env,
         label=f"[{label}] escalation_report")
     if database_url:
-        run([*manage, "grant_app_role", APP_ROLE, "--extra-app", *HOST_APPS], cwd=host, env=env,
-            label=f"[{label}] grant_app_role {APP_ROLE} --extra-app {' '.join(HOST_APPS)}")
-        run([*manage, "grant_cross_account_role", CROSS_ACCOUNT_ROLE], cwd=host, env=env,
-            label=f"[{label}] grant_cross_account_role {CROSS_ACCOUNT_ROLE}")
+        run([*manage, "grant_app_role", APP_ROLE, "--extra-app", *extra_apps], cwd=host, env=env,
+            label=f"[{label}] grant_app_role {APP_ROLE} --extra-app {' '.join(extra_apps)}")
+        if cross_account_role == CROSS_ACCOUNT_ROLE:
+            run([*manage, "grant_cross_account_role", CROSS_ACCOUNT_ROLE], cwd=host, env=env,
+                label=f"[{label}] grant_cross_account_role {CROSS_ACCOUNT_ROLE}")
         app = {**env, "HOST_DATABASE_URL": as_role(database_url, APP_ROLE)}
         run_refused([*manage, "escalation_report", "--format", "json"], cwd=host, env=app,
                     label=f"[{label}] escalation_report as {APP_ROLE} alone: refused, saying why",
-                    saying="grant_cross_account_role")
+                    saying="CROSS_ACCOUNT_DB_ALIAS")
         served = {**app, "DJANGO_SETTINGS_MODULE": rls_settings,
-                  "HOST_CROSS_ACCOUNT_DATABASE_URL": as_role(database_url, CROSS_ACCOUNT_ROLE)}
+                  "HOST_CROSS_ACCOUNT_DATABASE_URL": as_role(database_url, cross_account_role)}
         run([*manage, "check", "--database", "default", "--database", "cross_account",
              "--fail-level", "WARNING"], cwd=host, env=served,
             label=f"[{label}] check --database default --database cross_account, as {APP_ROLE} and "
-                  f"{CROSS_ACCOUNT_ROLE}: bound by RLS, the cross-account faces able to read every account")
+                  f"{cross_account_role}: bound by RLS, the cross-account faces able to read every account")
         run([*manage, "escalation_report", "--format", "json"], cwd=host, env=served,
-            label=f"[{label}] escalation_report as {APP_ROLE}, reading through {CROSS_ACCOUNT_ROLE}")
-    run([python, "-m", "pytest", "-q", "--create-db", f"--ds={settings}"], cwd=host, env=env,
-        label=f"[{label}] the host's smoke suite")
+            label=f"[{label}] escalation_report as {APP_ROLE}, reading through {cross_account_role}")
+    run([python, "-m", "pytest", "-q", "--create-db", f"--ds={settings}"], cwd=host,
+        env={**env, "HOST_SMOKE_DUMP": str(dump)}, label=f"[{label}] the host's smoke suite")
+    if database_url:
+        served_suite = {**env, "DJANGO_SETTINGS_MODULE": rls_settings,
+                        "HOST_CROSS_ACCOUNT_DATABASE_URL": as_role(database_url, cross_account_role)}
+        run([python, "-m", "pytest", "-q", "--create-db", f"--ds={rls_settings}", "-m", "rls_settings"],
+            cwd=host, env=served_suite, label=f"[{label}] the host's tests served as {APP_ROLE}, with the "
+                                              f"cross-account alias ({rls_settings})", accept=(NO_TESTS,))
+
+
+def same_figures(python, reference, shared, *, settings, database_url, label, dump, reference_dump):
+    """The reference host's scenario, on a database of its own; its dump must equal the host's."""
+    env = host_env(python, shared, settings=settings, database_url=database_url)
+    sqlite_file = reference / "db.sqlite3"
+    if sqlite_file.exists():
+        sqlite_file.unlink()
+    run([python, "-m", "pytest", "-q", "--create-db", f"--ds={settings}", "smoke/test_same_figures.py"],
+        cwd=reference, env={**env, "HOST_SMOKE_DUMP": str(reference_dump)},
+        label=f"[{label}] the shared scenario with {reference.name}'s models ({settings})")
+    print(f"== [{label}] the two hosts' answers to the scenario are equal", flush=True)
+    ours, theirs = dump.read_text(encoding="utf-8"), reference_dump.read_text(encoding="utf-8")
+    if ours != theirs:
+        diff = difflib.unified_diff(theirs.splitlines(), ours.splitlines(), reference.name, "this host",
+                                    lineterm="", n=2)
+        print("\n".join(list(diff)[:80]), file=sys.stderr)
+        raise StepFailed(f"[{label}] the host's answers differ from {reference.name}'s for the same scenario")
+    answers = json.loads(ours)
+    print(f"   equal: {len(answers['api'])} API questions, the admin page's {len(answers['widget']['cells'])} "
+          f"cells, the report's {len(answers['report'])} accounts", flush=True)
 
 
 def main(argv=None):
@@ -193,6 +257,15 @@ def main(argv=None):
     parser.add_argument("--rls-settings", default="host.settings_rls",
                         help="the settings module of the host served as the RLS-bound app role, with the "
                              "cross-account alias (default host.settings_rls)")
+    parser.add_argument("--extra-app", dest="extra_apps", action="extend", nargs="+", default=None,
+                        metavar="APP_LABEL",
+                        help=f"the host's apps served as the app role (default: {' '.join(HOST_APPS)})")
+    parser.add_argument("--cross-account-role", default=CROSS_ACCOUNT_ROLE,
+                        help=f"the role the cross-account alias connects as (default {CROSS_ACCOUNT_ROLE}, "
+                             "made by grant_cross_account_role; another is the host's own)")
+    parser.add_argument("--compare-with", metavar="DIR:SETTINGS",
+                        help="another host (e.g. examples/host:host.settings) whose answers to the shared "
+                             "scenario must equal this host's")
     parser.add_argument("--postgres-url", default=os.environ.get("HOST_SMOKE_DATABASE_URL") or None,
                         help="also run on this PostgreSQL database (created afresh; its name should "
                              "say it is the smoke suite's)")
@@ -203,6 +276,13 @@ def main(argv=None):
     host_dir = args.host_dir.resolve()
     if not (host_dir / "manage.py").is_file():
         parser.error(f"--host-dir {host_dir} has no manage.py")
+    reference_dir = reference_settings = None
+    if args.compare_with:
+        directory, _, reference_settings = args.compare_with.partition(":")
+        reference_dir = Path(directory).resolve()
+        if not reference_settings or not (reference_dir / "smoke" / "test_same_figures.py").is_file():
+            parser.error(f"--compare-with {args.compare_with}: give DIR:SETTINGS of a host with "
+                         "smoke/test_same_figures.py")
     work = Path(tempfile.mkdtemp(prefix="flowpilot-host-smoke-"))
     if ROOT == work or ROOT in work.parents:
         parser.error(f"the temporary directory {work} is inside the source tree; set TMPDIR elsewhere")
@@ -210,8 +290,15 @@ def main(argv=None):
     try:
         wheel = build_wheel(work)
         python = make_virtualenv(work, wheel)
+        ignore = shutil.ignore_patterns("__pycache__", "db.sqlite3")
         host = work / "host"
-        shutil.copytree(host_dir, host, ignore=shutil.ignore_patterns("__pycache__", "db.sqlite3"))
+        shutil.copytree(host_dir, host, ignore=ignore)
+        shared = work / "shared"
+        shutil.copytree(SMOKE_KIT, shared / SMOKE_KIT.name, ignore=ignore)
+        reference = None
+        if reference_dir is not None:
+            reference = work / "reference"
+            shutil.copytree(reference_dir, reference, ignore=ignore)
         databases = [] if args.no_sqlite else [("SQLite", None)]
         if args.postgres_url:
             reset_postgres_database(python, args.postgres_url)
@@ -219,8 +306,17 @@ def main(argv=None):
         if not databases:
             parser.error("nothing to run: --no-sqlite and no --postgres-url")
         for label, url in databases:
-            smoke(python, host, settings=args.settings, rls_settings=args.rls_settings, database_url=url,
-                  label=label)
+            dump = work / f"answers-{label.lower()}.json"
+            smoke(python, host, shared, settings=args.settings, rls_settings=args.rls_settings, database_url=url,
+                  label=label, extra_apps=args.extra_apps or HOST_APPS, cross_account_role=args.cross_account_role,
+                  dump=dump)
+            if reference is not None:
+                reference_url = None
+                if url:
+                    reference_url = with_suffix(url, "_reference")
+                    reset_postgres_database(python, reference_url)
+                same_figures(python, reference, shared, settings=reference_settings, database_url=reference_url,
+                             label=label, dump=dump, reference_dump=work / f"reference-{label.lower()}.json")
     except StepFailed as failure:
         print(f"FAIL: {failure}", file=sys.stderr)
         return 1

@@ -10,26 +10,26 @@ defaults. Nothing here imports the repository's code: the expected figures are
 computed below, from the rows this suite writes, by the contract's rules.
 """
 
-import importlib.metadata
 import importlib.util
 import json
 import math
-import os
-import sys
 from datetime import timedelta
 from html.parser import HTMLParser
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.contrib import admin
 from django.contrib.admin.sites import AdminSite
-from django.contrib.staticfiles import finders
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-import flowpilot_analytics
+from smoke_kit.installation import (  # noqa: F401  (collected here: the checks every host variant runs)
+    test_the_app_is_the_installed_wheel_and_the_source_tree_is_not_on_the_path,
+    test_the_system_checks_pass_and_no_migration_is_missing,
+    test_the_wheel_brings_its_templates_and_static_files,
+)
+
 from flowpilot_analytics.models import Account, AiSession, AiSessionStep, Membership, SessionHandoff
 
 URL = "/api/v1/analytics/flowpilot/escalations"
@@ -143,28 +143,6 @@ def expected_figures(account, period):
 
 
 # --- The installation itself ---------------------------------------------------------------
-
-
-def test_the_app_is_the_installed_wheel_and_the_source_tree_is_not_on_the_path():
-    source = Path(os.environ["FLOWPILOT_SOURCE_TREE"]).resolve()
-    package = Path(flowpilot_analytics.__file__).resolve()
-    assert "site-packages" in package.parts
-    assert source != package and source not in package.parents
-    on_path = [entry for entry in sys.path if entry and (Path(entry).resolve() == source
-                                                         or source in Path(entry).resolve().parents)]
-    assert on_path == []
-    assert importlib.metadata.version("flowpilot-analytics") == flowpilot_analytics.__version__
-    for name in ("config", "tests", "bench", "scripts"):
-        assert importlib.util.find_spec(name) is None, f"{name} must not be importable in the host"
-
-
-def test_the_wheel_brings_its_templates_and_static_files():
-    assert finders.find("flowpilot_analytics/admin/escalation_summary.css")
-
-
-def test_the_system_checks_pass_and_no_migration_is_missing():
-    call_command("check", fail_level="WARNING", stdout=StringIO())
-    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
 
 
 def test_seed_demo_says_which_extra_to_install():

@@ -10,7 +10,9 @@ For the full list of settings and their values, see
 https://docs.djangoproject.com/en/5.2/ref/settings/
 """
 
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 # Build paths inside the project like this: BASE_DIR / 'subdir'.
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,7 +39,10 @@ INSTALLED_APPS = [
     'django.contrib.sessions',
     'django.contrib.messages',
     'django.contrib.staticfiles',
+    'tenants',
+    'support',
 ]
+INSTALLED_APPS += ["rest_framework", "flowpilot_analytics"]
 
 MIDDLEWARE = [
     'django.middleware.security.SecurityMiddleware',
@@ -78,6 +83,18 @@ DATABASES = {
         'NAME': BASE_DIR / 'db.sqlite3',
     }
 }
+# Not from startproject: lets the smoke suite (scripts/host_smoke.py) point this host at
+# PostgreSQL, HOST_DATABASE_URL=postgres://user:password@host:port/name.
+if os.environ.get('HOST_DATABASE_URL'):
+    _url = urlsplit(os.environ['HOST_DATABASE_URL'])
+    DATABASES['default'] = {
+        'ENGINE': 'django.db.backends.postgresql',
+        'NAME': _url.path.lstrip('/'),
+        'USER': unquote(_url.username or ''),
+        'PASSWORD': unquote(_url.password or ''),
+        'HOST': _url.hostname or '',
+        'PORT': _url.port or '',
+    }
 
 
 # Password validation
@@ -120,3 +137,33 @@ STATIC_URL = 'static/'
 # https://docs.djangoproject.com/en/5.2/ref/settings/#default-auto-field
 
 DEFAULT_AUTO_FIELD = 'django.db.models.BigAutoField'
+
+AUTH_USER_MODEL = 'tenants.Person'
+
+# The analytics app on the monolith's own models (docs/host-integration.md in the app's
+# repository): its organisations, support tickets, their steps and escalations, its seats.
+FLOWPILOT_ANALYTICS_ACCOUNT_MODEL = 'tenants.Organization'
+FLOWPILOT_ANALYTICS_STEP_MODEL = 'support.TicketStep'
+FLOWPILOT_ANALYTICS_HANDOFF_MODEL = 'support.Escalation'
+FLOWPILOT_ANALYTICS = {
+    'FIELDS': {
+        'handoff.account': 'organization',
+        'handoff.session': 'ticket',
+        'handoff.claimed_at': 'picked_up_at',
+        'handoff.claimed_by': 'picked_up_by',
+        'step.session': 'ticket',
+        'step.created_at': 'logged_at',
+        'step.account': 'organization',
+        'account.name': 'display_name',
+        'account.slug': 'handle',
+    },
+    'ACCESS_POLICY': 'tenants.access.seat_roles',
+    # The monolith's own Row-Level Security reads these (support/migrations/0002_row_level_security.py).
+    # No cross-account setting: the pages reading every organisation use a connection of their
+    # own (settings_rls.py), as a role the monolith's policies let read every organisation.
+    'RLS': {
+        'account_setting': 'monolith.org_id',
+        'user_setting': 'monolith.person_id',
+        'cross_account_setting': None,
+    },
+}

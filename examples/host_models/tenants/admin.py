@@ -1,3 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
 
-# Register your models here.
+from .models import Organization, Person, Seat
+
+admin.site.register(Person, UserAdmin)
+admin.site.register(Organization)
+admin.site.register(Seat)
