@@ -242,8 +242,10 @@ def check_metric_indexes(app_configs=None, databases=None, **kwargs):
         for index in missing:
             warnings.append(Warning(
                 f"Database {alias!r}: {index.table} has no {index.purpose} index for the escalation metric "
-                f"(leading with {' or '.join('(' + ', '.join(columns) + ')' for columns in index.accepted)}): "
-                "each request would scan instead.",
+                f"(leading with {' or '.join('(' + ', '.join(columns) + ')' for columns in index.accepted)}"
+                + (f", carrying {', '.join(index.covering)}" if index.covering and connection.vendor == "postgresql"
+                   else "")
+                + "): each request would scan instead.",
                 hint=f"Run `manage.py metric_indexes --database {alias} --apply`, or: {index.statement(connection)}",
                 id="flowpilot_analytics.W007",
             ))

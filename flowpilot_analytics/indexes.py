@@ -13,8 +13,11 @@ check (``flowpilot_analytics.W007``, ``check --database``) and in
   together) or ``(session, created_at)`` (enough, and the only one without an
   account column);
 * **window**: the handoffs of one account claimed in a window: an index leading
-  with ``(account, claimed_at)``, partial on claimed rows (or not partial),
-  carrying the session for the probe where the database can (``INCLUDE``).
+  with ``(account, claimed_at)``, partial on claimed rows (or not partial), and
+  on PostgreSQL carrying the session too (in its keys or ``INCLUDE``): without
+  it every handoff costs a visit to the table for its session, and PostgreSQL
+  prefers a bitmap scan of the account's key (3x slower across 100 accounts,
+  docs/benchmarks-host-schema.md).
 
 An index still being built, or left invalid by a failed ``CREATE INDEX
 CONCURRENTLY``, does not count (PostgreSQL's ``indisvalid``).
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 
 from .field_map import metric_tables
 
-# PostgreSQL: every index of a table, valid or not, its access method, key columns and predicate.
+# PostgreSQL: every index of a table, valid or not, its access method, key columns, included
+# columns and predicate (an expression's column is NULL).
 INDEXES_SQL = """
 SELECT i.indexrelid::regclass::text, i.indisvalid, am.amname,
        ARRAY(SELECT a.attname
@@ -33,6 +37,10 @@ SELECT i.indexrelid::regclass::text, i.indisvalid, am.amname,
              LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
              WHERE k.position <= i.indnkeyatts
              ORDER BY k.position),
+       ARRAY(SELECT a.attname
+             FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, position)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE k.position > i.indnkeyatts),
        pg_get_expr(i.indpred, i.indrelid)
 FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
@@ -45,7 +53,8 @@ MAX_NAME = 63  # PostgreSQL's identifier length
 @dataclass(frozen=True)
 class ExistingIndex:
     name: str
-    columns: tuple
+    columns: tuple  # its key columns, in order
+    included: tuple = ()
     valid: bool = True
     btree: bool = True
     predicate: str | None = None
@@ -62,13 +71,17 @@ class MetricIndex:
     include: tuple = ()
     # A column the index may be partial on, "<column> IS NOT NULL" (None: no predicate accepted).
     not_null: str | None = None
+    # Columns an index must carry too (in its keys or INCLUDE) where the database can: PostgreSQL.
+    covering: tuple = ()
 
     @property
     def name(self):
         return f"{self.table}_fp_{self.purpose}"[:MAX_NAME]
 
-    def served_by(self, index):
+    def served_by(self, index, *, vendor="postgresql"):
         if not (index.valid and index.btree):
+            return False
+        if vendor == "postgresql" and not set(self.covering) <= {*index.columns, *index.included}:
             return False
         if index.predicate is not None and not (
             self.not_null and _normalised(index.predicate) == f"{self.not_null} is not null"
@@ -107,7 +120,7 @@ def wanted_indexes():
         MetricIndex(
             "window", handoff.name, columns=(handoff.account, handoff.claimed_at),
             accepted=((handoff.account, handoff.claimed_at),), include=(handoff.session,),
-            not_null=handoff.claimed_at,
+            not_null=handoff.claimed_at, covering=(handoff.session,),
         ),
     ]
 
@@ -118,8 +131,8 @@ def existing_indexes(connection, table):
         if connection.vendor == "postgresql":
             cursor.execute(INDEXES_SQL, [table])
             return [
-                ExistingIndex(name, tuple(columns), valid, method == "btree", predicate)
-                for name, valid, method, columns, predicate in cursor.fetchall()
+                ExistingIndex(name, tuple(columns), tuple(included), valid, method == "btree", predicate)
+                for name, valid, method, columns, included, predicate in cursor.fetchall()
             ]
         constraints = connection.introspection.get_constraints(cursor, table)
     return [
@@ -138,6 +151,8 @@ def missing_indexes(connection):
         tables = set(connection.introspection.table_names(cursor))
     missing = []
     for wanted in wanted_indexes():
-        if wanted.table in tables and not any(wanted.served_by(index) for index in existing_indexes(connection, wanted.table)):
+        if wanted.table in tables and not any(
+            wanted.served_by(index, vendor=connection.vendor) for index in existing_indexes(connection, wanted.table)
+        ):
             missing.append(wanted)
     return missing

@@ -48,6 +48,13 @@ def account_ids_visible():
     return MODELS.visible_accounts()
 
 
+def set_config(values):
+    """``set_config(name, value, true)`` on the default connection, as any SQL running as the app role could (injected, or a bug)."""
+    with connection.cursor() as cursor:
+        for name, value in values.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
 def nothing_visible():
     return {kind: set() for kind in MODELS.visible_accounts()}
 

@@ -145,6 +145,7 @@ def test_the_index_check_and_command_name_a_missing_index_and_its_statement():
     [warning] = check_metric_indexes(databases=["default"])
     assert warning.id == "flowpilot_analytics.W007"
     assert "desk_escalation has no window index" in warning.msg and "(organization_id, taken_at)" in warning.msg
+    assert ("carrying ticket_id" in warning.msg) == (connection.vendor == "postgresql")
     out = io.StringIO()
     call_command("metric_indexes", stdout=out)
     statement = out.getvalue().splitlines()[1]
@@ -176,7 +177,9 @@ def test_metric_indexes_apply_builds_what_is_missing(account, now):
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP INDEX IF EXISTS desk_escalation_fp_window")
-            cursor.execute("CREATE INDEX desk_escalation_org_taken ON desk_escalation (organization_id, taken_at)")
+            cursor.execute("CREATE INDEX desk_escalation_org_taken ON desk_escalation (organization_id, taken_at)"
+                           + (" INCLUDE (ticket_id)" if connection.vendor == "postgresql" else "")
+                           + " WHERE taken_at IS NOT NULL")
 
 
 def test_the_access_policy_maps_the_hosts_seat_levels(account, member, api_client):
@@ -192,3 +195,16 @@ def test_run_checks_database_tag_is_clean_but_for_the_superuser(db):
     """As the tests' owner, W001 (the connection bypasses RLS) is expected; nothing else of the app."""
     ids = {message.id for message in run_checks(tags=[Tags.database], databases=["default"])}
     assert ids <= {"flowpilot_analytics.W001"}
+
+
+@pytest.mark.postgres_only
+def test_a_window_index_without_the_session_is_not_enough_on_postgresql():
+    """Without the ticket in it, each handoff costs a visit to the table (docs/benchmarks-host-schema.md)."""
+    drop_window_index()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX plain_window ON desk_escalation (organization_id, taken_at)")
+    [warning] = check_metric_indexes(databases=["default"])
+    assert "carrying ticket_id" in warning.msg
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE INDEX covering_window ON desk_escalation (organization_id, taken_at, ticket_id)")
+    assert check_metric_indexes(databases=["default"]) == []

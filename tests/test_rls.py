@@ -17,7 +17,7 @@ from django.db import ProgrammingError, connection, transaction
 
 from flowpilot_analytics import rls
 from flowpilot_analytics.selectors import escalation_metrics
-from tests.builders import account_ids_visible, nothing_visible, only_visible
+from tests.builders import account_ids_visible, nothing_visible, only_visible, set_config
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
 
@@ -60,13 +60,6 @@ def test_catalog_every_table_with_an_account_id_has_rls_enabled_forced_and_a_pol
 
 
 # --- No setting the app role can make reads across accounts ---------------------------------
-
-
-def set_config(values):
-    """``set_config(name, value, true)`` as any SQL running as the app role could (injected, or a bug)."""
-    with connection.cursor() as cursor:
-        for name, value in values.items():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 def test_no_setting_the_app_role_can_make_reads_across_accounts(two_tenants, become_app_role):

@@ -28,19 +28,19 @@ from flowpilot_analytics.api import views
 from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.field_map import metric_tables
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
-from tests.builders import account_ids_visible, claimed_handoff, figures, nothing_visible, only_visible
+from tests.builders import (
+    account_ids_visible,
+    claimed_handoff,
+    figures,
+    nothing_visible,
+    only_visible,
+    set_config,
+)
 from tests.model_sets import MODELS
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db, pytest.mark.core]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
-
-
-def set_config(values):
-    """``set_config(name, value, true)`` as any SQL running as the app role could (injected, or a bug)."""
-    with connection.cursor() as cursor:
-        for name, value in values.items():
-            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 def test_without_a_setting_the_app_role_sees_no_rows_and_no_error(two_tenants, become_app_role):

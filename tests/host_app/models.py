@@ -68,4 +68,8 @@ class Escalation(models.Model):
 
     class Meta:
         db_table = "desk_escalation"
-        indexes = [models.Index(fields=["organization", "taken_at"], name="desk_escalation_org_taken")]
+        indexes = [
+            # The window index manage.py metric_indexes asks for (partial, carrying the ticket).
+            models.Index(fields=["organization", "taken_at"], include=["ticket"],
+                         condition=models.Q(taken_at__isnull=False), name="desk_escalation_org_taken"),
+        ]

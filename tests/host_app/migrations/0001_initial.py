@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'db_table': 'desk_escalation',
-                'indexes': [models.Index(fields=['organization', 'taken_at'], name='desk_escalation_org_taken')],
+                'indexes': [models.Index(condition=models.Q(('taken_at__isnull', False)), fields=['organization', 'taken_at'], include=('ticket',), name='desk_escalation_org_taken')],
             },
         ),
         migrations.CreateModel(
