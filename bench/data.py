@@ -13,16 +13,24 @@ with the secondary indexes and foreign keys of the big tables dropped during
 the load and rebuilt afterwards (the foreign keys validated, which also proves
 the generated rows consistent). A table ``bench_dataset`` records what was
 built; a later run reuses the data when that record and the row counts agree.
+
+The tables are those of the models in use (:func:`schema`): the app's own, or,
+with ``--host-schema``, a host's (tests/host_app: other table and column names,
+no account column on its steps), named by the field map.
 """
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
-from flowpilot_analytics.models import Account, Membership
+from flowpilot_analytics.access import Role
+from flowpilot_analytics.field_map import field_map, metric_tables
+from flowpilot_analytics.models import get_account_model
+from tests.model_sets import MODELS
 
 # The clock the whole benchmark runs at: data are generated before it, and
 # every measurement (the HTTP request too) sees it as "now".
@@ -37,8 +45,65 @@ OTHER_ACCOUNTS = 97
 OTHER_CLAIMED = 3_500
 SPEC = f"v1 anchor={ANCHOR.isoformat()} span={SPAN_DAYS} scales={sorted(SCALES.items())} others={OTHER_ACCOUNTS}x{OTHER_CLAIMED}"
 
-LOADED_TABLES = ("ai_session", "session_handoff", "ai_session_step")
 PASSWORD_UNUSED = "!"  # bench users authenticate by token only
+
+# What the field map does not name, and the data need: a session's account and start, a handoff's creation.
+OTHER_COLUMNS = {
+    "flowpilot_analytics": {"session_account": "account_id", "session_created": "created_at",
+                            "handoff_created": "created_at", "grants": "flowpilot_analytics_membership"},
+    "helpdesk": {"session_account": "organization_id", "session_created": "opened_at",
+                 "handoff_created": "raised_at", "grants": "desk_seat"},
+}
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The tables and columns the data set is written to: the models in use."""
+
+    account_table: str
+    account_pk: str
+    account_key: str  # the column naming a bench account ("bench-1k"): its slug, else its name
+    session_table: str
+    session_pk: str
+    session_account: str
+    session_created: str
+    handoff_table: str
+    handoff_session: str
+    handoff_account: str
+    handoff_created: str
+    handoff_claimed: str
+    step_table: str
+    step_session: str
+    step_account: str | None
+    step_created: str
+    grants_table: str
+
+    @property
+    def loaded_tables(self):
+        return (self.session_table, self.handoff_table, self.step_table)
+
+
+def schema():
+    tables, fields = metric_tables(), field_map()
+    other = OTHER_COLUMNS[tables.handoff.model._meta.app_label]
+    key = fields.account_slug or fields.account_name
+    return Schema(
+        account_table=tables.account.name, account_pk=tables.account.pk,
+        account_key=get_account_model()._meta.get_field(key).column,
+        session_table=tables.session.name, session_pk=tables.session.pk,
+        session_account=other["session_account"], session_created=other["session_created"],
+        handoff_table=tables.handoff.name, handoff_session=tables.handoff.session,
+        handoff_account=tables.handoff.account, handoff_created=other["handoff_created"],
+        handoff_claimed=tables.handoff.claimed_at,
+        step_table=tables.step.name, step_session=tables.step.session, step_account=tables.step.account,
+        step_created=tables.step.created_at, grants_table=other["grants"],
+    )
+
+
+def account_key(account):
+    """How the data set names an account ("bench-1k"): its slug, else its name."""
+    fields = field_map()
+    return getattr(account, fields.account_slug or fields.account_name)
 
 
 def plan():
@@ -57,13 +122,15 @@ def ensure_dataset(log):
         log(f"Built in {time.perf_counter() - started:.0f} s.")
     else:
         log("Data set present (same spec, same row counts): reused.")
-    accounts = {account.slug: account for account in Account.objects.filter(slug__startswith="bench-")}
-    return accounts, built
+    fields = field_map()
+    lookup = f"{fields.account_slug or fields.account_name}__startswith"
+    accounts = get_account_model()._default_manager.filter(**{lookup: "bench-"})
+    return {account_key(account): account for account in accounts}, built
 
 
 def bench_token(account):
     """The API token of the bench engineer of ``account`` (created with the data)."""
-    return Token.objects.get(user__username=f"{account.slug}-engineer").key
+    return Token.objects.get(user__username=f"{account_key(account)}-engineer").key
 
 
 def _dataset_is_present():
@@ -80,26 +147,27 @@ def _dataset_is_present():
 
 def _row_counts(cursor):
     counts = []
-    for table in LOADED_TABLES:
+    for table in schema().loaded_tables:
         cursor.execute(f"SELECT count(*) FROM {table}")
         counts.append(cursor.fetchone()[0])
     return tuple(counts)
 
 
 def _build():
+    names = schema()
     with transaction.atomic(), connection.cursor() as cursor:
         # The benchmark database holds nothing else (see bench.escalations).
         cursor.execute("DROP TABLE IF EXISTS bench_dataset")
         cursor.execute(
-            "TRUNCATE ai_session_step, session_handoff, ai_session, flowpilot_analytics_membership,"
-            " flowpilot_analytics_account RESTART IDENTITY CASCADE"
+            f"TRUNCATE {names.step_table}, {names.handoff_table}, {names.session_table}, {names.grants_table}, "
+            f"{names.account_table} RESTART IDENTITY CASCADE"
         )
         _create_accounts_and_engineers()
         indexes, foreign_keys = _drop_secondary_indexes_and_foreign_keys(cursor)
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         cursor.execute("SELECT setseed(0.2026)")
-        _generate_rows(cursor)
+        _generate_rows(cursor, names)
         for statement in indexes + foreign_keys:
             cursor.execute(statement)
         cursor.execute(
@@ -108,23 +176,25 @@ def _build():
         cursor.execute("INSERT INTO bench_dataset VALUES (%s, %s, %s, %s)", (SPEC, *_row_counts(cursor)))
     # Outside the transaction: sets the visibility map (index-only scans) and statistics.
     with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {', '.join(LOADED_TABLES)}")
+        cursor.execute(f"VACUUM ANALYZE {', '.join(names.loaded_tables)}")
 
 
 def _create_accounts_and_engineers():
     user_model = get_user_model()
     user_model.objects.filter(username__startswith="bench-").delete()
+    named_by_slug = field_map().account_slug is not None
     for slug, claimed in plan():
-        account = Account.objects.create(name=f"Bench {slug[6:]} ({claimed} claimed)", slug=slug)
+        name = f"Bench {slug[6:]} ({claimed} claimed)" if named_by_slug else slug
+        account = MODELS.account(name=name, slug=slug)
         if slug in SCALES:
             user = user_model.objects.create(username=f"{slug}-engineer", password=PASSWORD_UNUSED)
-            Membership.objects.create(user=user, account=account, role=Membership.Role.ENGINEER)
+            MODELS.grant(user, account, Role.ENGINEER)
             Token.objects.create(user=user)
 
 
 def _drop_secondary_indexes_and_foreign_keys(cursor):
     """Drop what slows a bulk load; return the statements that put it all back."""
-    tables = list(LOADED_TABLES)
+    tables = list(schema().loaded_tables)
     cursor.execute(
         """
         SELECT format('ALTER TABLE %%I ADD CONSTRAINT %%I %%s', c.conrelid::regclass::text, c.conname,
@@ -151,13 +221,13 @@ def _drop_secondary_indexes_and_foreign_keys(cursor):
     return [create for create, _ in indexes], [add for add, _ in foreign_keys]
 
 
-def _generate_rows(cursor):
+def _generate_rows(cursor, names):
     cursor.execute(
-        """
+        f"""
         CREATE TEMP TABLE bench_plan ON COMMIT DROP AS
-        SELECT a.id AS account_id, ceil(wanted * %(span)s::float8 / %(window)s / %(claimed_share)s)::int AS n
-        FROM flowpilot_analytics_account a
-        JOIN unnest(%(slugs)s::text[], %(wanted)s::int[]) AS p (slug, wanted) ON p.slug = a.slug
+        SELECT a.{names.account_pk} AS account_id, ceil(wanted * %(span)s::float8 / %(window)s / %(claimed_share)s)::int AS n
+        FROM {names.account_table} a
+        JOIN unnest(%(slugs)s::text[], %(wanted)s::int[]) AS p (slug, wanted) ON p.slug = a.{names.account_key}
         """,
         {
             "span": SPAN_DAYS,
@@ -171,9 +241,9 @@ def _generate_rows(cursor):
     # sessions with gaps of 10-60 minutes), where the claim falls, and whether
     # the handoff was claimed at all. Ordered by time so that ids follow time.
     cursor.execute(
-        """
+        f"""
         CREATE TEMP TABLE bench_session ON COMMIT DROP AS
-        SELECT nextval(pg_get_serial_sequence('ai_session', 'id')) AS id, s.*
+        SELECT nextval(pg_get_serial_sequence('{names.session_table}', '{names.session_pk}')) AS id, s.*
         FROM (
             SELECT p.account_id,
                    %(anchor)s::timestamptz - make_interval(days => %(span)s)
@@ -189,17 +259,21 @@ def _generate_rows(cursor):
         {"anchor": ANCHOR, "span": SPAN_DAYS, "claimed_share": CLAIMED_SHARE},
     )
     cursor.execute(
-        "INSERT INTO ai_session (id, account_id, created_at) SELECT id, account_id, started_at FROM bench_session"
+        f"INSERT INTO {names.session_table} ({names.session_pk}, {names.session_account}, {names.session_created}) "
+        "SELECT id, account_id, started_at FROM bench_session"
     )
-    cursor.execute("""
-        INSERT INTO session_handoff (session_id, account_id, created_at, claimed_at)
+    cursor.execute(f"""
+        INSERT INTO {names.handoff_table}
+            ({names.handoff_session}, {names.handoff_account}, {names.handoff_created}, {names.handoff_claimed})
         SELECT id, account_id,
                started_at + make_interval(secs => 0.3 * n_steps * gap_s),
                CASE WHEN claimed THEN started_at + make_interval(secs => claim_at * n_steps * gap_s) END
         FROM bench_session
         """)
-    cursor.execute("""
-        INSERT INTO ai_session_step (session_id, account_id, created_at)
-        SELECT s.id, s.account_id, s.started_at + make_interval(secs => (j + 0.5 * random()) * s.gap_s)
+    # A host's steps may have no account column: the session holds it.
+    account = (f", {names.step_account}", ", s.account_id") if names.step_account else ("", "")
+    cursor.execute(f"""
+        INSERT INTO {names.step_table} ({names.step_session}{account[0]}, {names.step_created})
+        SELECT s.id{account[1]}, s.started_at + make_interval(secs => (j + 0.5 * random()) * s.gap_s)
         FROM bench_session s, generate_series(0, s.n_steps - 1) AS j
         """)

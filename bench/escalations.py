@@ -18,7 +18,12 @@ docs/benchmarks.md. The pieces: :mod:`bench.data` (the data set),
 :mod:`bench.variants` (what is timed), :mod:`bench.timing` (how),
 :mod:`bench.report` (the report and its targets).
 
-    python -m bench.escalations [--quick] [--skip-indexes] [--output PATH]
+With ``--host-schema`` the same runs against a host's own models
+(tests/settings_host_models.py: tests/host_app's tables, other names, no account
+column on the steps, the indexes ``manage.py metric_indexes`` asks for), to
+docs/benchmarks-host-schema.md (no index layouts: those are the app's tables').
+
+    python -m bench.escalations [--quick] [--skip-indexes] [--host-schema] [--output PATH]
 """
 
 import argparse
@@ -39,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The naive path is several times slower; three timed rounds give its median.
 NAIVE_ROUNDS = {"naive Python": 3}
 CROSS_NAIVE_ROUNDS = {"naive Python": 2}
+APP_SETTINGS = "config.settings"
+HOST_SCHEMA_SETTINGS = "tests.settings_host_models"
 
 # Index layouts of the step table compared with the shipped one (built inside
 # a transaction that is rolled back).
@@ -60,13 +67,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run; figures noisier)")
     parser.add_argument("--skip-indexes", action="store_true", help="skip the index layout comparison")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="report file")
+    parser.add_argument("--host-schema", action="store_true",
+                        help="a host's own models and tables (tests/host_app), to docs/benchmarks-host-schema.md; "
+                             "use a database of its own")
+    parser.add_argument("--output", default=None, help="report file (default docs/benchmarks.md, or "
+                                                       "docs/benchmarks-host-schema.md with --host-schema)")
     args = parser.parse_args(argv)
 
     url = os.environ.get("BENCH_DATABASE_URL") or DEFAULT_URL
+    output = args.output or str(ROOT / "docs" / ("benchmarks-host-schema.md" if args.host_schema else "benchmarks.md"))
     _prepare_database(url)
-    _setup_django(url)
-    Bench(quick=args.quick, compare_indexes=not args.skip_indexes).run(Path(args.output))
+    _setup_django(url, settings=HOST_SCHEMA_SETTINGS if args.host_schema else APP_SETTINGS)
+    Bench(quick=args.quick, compare_indexes=not (args.skip_indexes or args.host_schema),
+          host_schema=args.host_schema).run(Path(output))
 
 
 def _prepare_database(url):
@@ -107,9 +120,9 @@ def _redacted(url):
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
-def _setup_django(url):
+def _setup_django(url, *, settings):
     os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings
     # DEBUG off: no query log growing in memory, as in production.
     os.environ["DJANGO_DEBUG"] = "false"
     os.environ.setdefault("DJANGO_SECRET_KEY", "benchmark-only-not-a-secret-" + "x" * 40)
@@ -123,9 +136,10 @@ def _setup_django(url):
 class Bench:
     """One run: the data set, then each measurement, then the report."""
 
-    def __init__(self, *, quick, compare_indexes):
+    def __init__(self, *, quick, compare_indexes, host_schema=False):
         self.quick = quick
         self.compare_indexes = compare_indexes
+        self.host_schema = host_schema
 
     def log(self, message=""):
         print(message, flush=True)
@@ -136,7 +150,7 @@ class Bench:
         from django.core.management import call_command
         from django.db import connection
 
-        from .data import ANCHOR, WINDOW_DAYS, ensure_dataset
+        from .data import ANCHOR, WINDOW_DAYS, ensure_dataset, schema
 
         started = time.perf_counter()
         load_before = os.getloadavg()
@@ -144,6 +158,10 @@ class Bench:
             f"Benchmark database: {connection.settings_dict['NAME']} on {connection.settings_dict['HOST']}"
         )
         call_command("migrate", verbosity=0, interactive=False)
+        if self.host_schema:
+            # The indexes a host is told to make (manage.py metric_indexes), before the data.
+            call_command("metric_indexes", "--apply", stdout=sys.stdout)
+        self.schema = schema()
         build_started = time.perf_counter()
         accounts, built = ensure_dataset(self.log)
         build_seconds = time.perf_counter() - build_started
@@ -177,24 +195,25 @@ class Bench:
         self.log(f"\nWritten to {output} ({report.total_seconds:.0f} s in all).")
 
     def measure_account(self, account, *, rounds):
-        from .data import bench_token
+        from .data import account_key, bench_token
 
-        self.log(f"\n{account.slug}: {rounds} rounds of each variant")
+        key = account_key(account)
+        self.log(f"\n{key}: {rounds} rounds of each variant")
         variants = variants_for(
             [account.pk],
             start=self.start,
             end=self.end,
             token=bench_token(account),
-            tuned=account.slug == "bench-600k",
-            shapes=SHAPES_AT.get(account.slug, ()),
+            tuned=key == "bench-600k",
+            shapes=SHAPES_AT.get(key, ()),
         )
         with self.clock_at_anchor():
             timings, results = interleaved(variants, rounds=rounds, max_rounds=NAIVE_ROUNDS)
-        agree(results, account.slug)
+        agree(results, key)
         memory = {name: peak_memory(variants[name]) for name in ("endpoint query", "naive Python")}
         result = Measurement(
             label=f"one account, {results['floor']:,} claimed",
-            slug=account.slug,
+            slug=key,
             handoffs=results["floor"],
             timings=timings,
             memory=memory,
@@ -311,6 +330,11 @@ class Bench:
         import django
 
         return {
+            "schema": (
+                "a host's own models (tests/host_app: desk_ticket, desk_ticket_event without an account column, "
+                "desk_escalation; the indexes metric_indexes asks for)"
+                if self.host_schema else "the app's own models (ai_session, ai_session_step, session_handoff)"
+            ),
             "machine": f"{os.cpu_count()} CPUs{memory}, {platform.system()} {platform.release()}",
             "software": f"Python {platform.python_version()}, Django {django.get_version()}, "
             f"PostgreSQL {settings.pop('server_version').split()[0]}",
@@ -320,17 +344,22 @@ class Bench:
     def data_shape(self):
         from django.db import connection
 
+        from flowpilot_analytics.indexes import existing_indexes, wanted_indexes
+
+        names = self.schema
+        probe = next(index for index in wanted_indexes() if index.purpose == "probe")
+        probe_index = next(index.name for index in existing_indexes(connection, probe.table) if probe.served_by(index))
         with connection.cursor() as cursor:
-            cursor.execute("""
-                SELECT (SELECT count(*) FROM flowpilot_analytics_account),
-                       (SELECT count(*) FROM ai_session),
-                       (SELECT count(*) FROM session_handoff),
-                       (SELECT count(*) FROM session_handoff WHERE claimed_at IS NOT NULL),
-                       (SELECT count(*) FROM ai_session_step),
-                       pg_size_pretty(pg_total_relation_size('ai_session_step')),
-                       pg_size_pretty(pg_relation_size('step_account_session_created')),
-                       pg_size_pretty(pg_total_relation_size('session_handoff'))
-                """)
+            cursor.execute(f"""
+                SELECT (SELECT count(*) FROM {names.account_table}),
+                       (SELECT count(*) FROM {names.session_table}),
+                       (SELECT count(*) FROM {names.handoff_table}),
+                       (SELECT count(*) FROM {names.handoff_table} WHERE {names.handoff_claimed} IS NOT NULL),
+                       (SELECT count(*) FROM {names.step_table}),
+                       pg_size_pretty(pg_total_relation_size(%s)),
+                       pg_size_pretty(pg_relation_size(%s)),
+                       pg_size_pretty(pg_total_relation_size(%s))
+                """, [names.step_table, probe_index, names.handoff_table])
             row = cursor.fetchone()
         return dict(
             zip(
@@ -341,13 +370,12 @@ class Bench:
                     "claimed handoffs",
                     "steps",
                     "step table with indexes",
-                    "probe index",
+                    f"probe index ({probe_index})",
                     "handoff table with indexes",
                 ],
                 row,
             )
         )
-
 
 if __name__ == "__main__":
     main()

@@ -43,25 +43,31 @@ def fail(message):
 
 def best_sql():
     """The best shape we know, written by hand: the probe as a LATERAL ... LIMIT 1 join, then the
-    endpoint's own aggregates (every figure of the summary), so that the two do the same work."""
+    endpoint's own aggregates (every figure of the summary), so that the two do the same work.
+
+    On the tables in use (the field map's); steps without an account column match on the session alone.
+    """
+    from flowpilot_analytics.field_map import metric_tables
     from flowpilot_analytics.figures import Context
     from flowpilot_analytics.sql import select_list
 
     aggregates, _ = select_list(Context())
+    h, s = metric_tables().handoff, metric_tables().step
+    same_account = f"s.{s.account} = h.{h.account} AND " if s.account else ""
     return f"""
 SELECT account_id,
     {aggregates}
 FROM (
-    SELECT h.account_id, h.claimed_at, f.lag_us
-    FROM session_handoff h
+    SELECT h.{h.account} AS account_id, h.{h.claimed_at} AS claimed_at, f.lag_us
+    FROM {h.name} h
     LEFT JOIN LATERAL (
-        SELECT round(date_part('epoch', s.created_at - h.claimed_at) * 1000000)::bigint AS lag_us
-        FROM ai_session_step s
-        WHERE s.account_id = h.account_id AND s.session_id = h.session_id AND s.created_at > h.claimed_at
-        ORDER BY s.created_at
+        SELECT round(date_part('epoch', s.{s.created_at} - h.{h.claimed_at}) * 1000000)::bigint AS lag_us
+        FROM {s.name} s
+        WHERE {same_account}s.{s.session} = h.{h.session} AND s.{s.created_at} > h.{h.claimed_at}
+        ORDER BY s.{s.created_at}
         LIMIT 1
     ) f ON true
-    WHERE h.account_id = ANY(%s) AND h.claimed_at >= %s AND h.claimed_at <= %s
+    WHERE h.{h.account} = ANY(%s) AND h.{h.claimed_at} >= %s AND h.{h.claimed_at} <= %s
 ) AS lags
 GROUP BY account_id
 """
@@ -108,8 +114,8 @@ def variants_for(account_ids, *, start, end, token=None, tuned=False, shapes=())
     from django.test import Client
 
     from flowpilot_analytics.aggregation import Grouping, aggregate_in_python
+    from flowpilot_analytics.field_map import all_handoffs
     from flowpilot_analytics.figures import Context, figures_from_aggregates
-    from flowpilot_analytics.models import SessionHandoff
     from flowpilot_analytics.selectors import (
         claimed_handoffs_with_first_action,
         escalation_metrics,
@@ -157,9 +163,7 @@ def variants_for(account_ids, *, start, end, token=None, tuned=False, shapes=())
         return run(best_sql(), best_params(account_ids, start, end))
 
     def floor():
-        return SessionHandoff.objects.filter(
-            account_id__in=account_ids, claimed_at__gte=start, claimed_at__lte=end
-        ).count()
+        return all_handoffs().filter(account_id__in=account_ids, claimed_at__gte=start, claimed_at__lte=end).count()
 
     def endpoint_tuned():
         with connection.cursor() as cursor:
@@ -197,7 +201,8 @@ def variants_for(account_ids, *, start, end, token=None, tuned=False, shapes=())
         client = Client()
 
         def request():
-            response = client.get(API_URL, {"period": PERIOD}, HTTP_AUTHORIZATION=f"Token {token}")
+            # HTTPS, as production serves it (debug off: plain HTTP is redirected).
+            response = client.get(API_URL, {"period": PERIOD}, HTTP_AUTHORIZATION=f"Token {token}", secure=True)
             if response.status_code != 200:
                 fail(f"the API answered {response.status_code}: {response.content[:300]!r}")
             return figures_of(response.json())

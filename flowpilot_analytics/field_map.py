@@ -5,7 +5,7 @@ The field map: which field of the models in use plays each part of the metric, a
 Everything reading a host's models goes through here:
 
 * :func:`field_map` gives the names (a :class:`FieldMap`);
-* :func:`handoffs` gives the handoff model's rows under the names the metric's
+* :func:`all_handoffs` gives the handoff model's rows under the names the metric's
   queries use, whatever the host calls them (:data:`HANDOFF_ALIASES`: ``id``,
   ``account_id``, ``session_id``, ``claimed_at``, ``claimed_by_id``), so that the
   selectors, the SQL statement and the drill-down's pages are written once;
@@ -70,7 +70,7 @@ def _handoff_columns(model, fields):
     }
 
 
-def handoffs():
+def all_handoffs():
     """Every row of the handoff model in use, each alias of :data:`HANDOFF_ALIASES` usable in queries.
 
     An alias that is already the field's own attname (the app's models) is the

@@ -34,7 +34,7 @@ from .access import is_member
 from .aggregation import Grouping, aggregate
 from .clocks import CALENDAR
 from .constants import METRIC_DEFINITION
-from .field_map import field_map, handoffs
+from .field_map import all_handoffs, field_map
 from .figures import BY_NAME, Context, Figures, Lags, summarize
 from .models import get_account_model, get_step_model
 from .stats import to_seconds
@@ -67,7 +67,7 @@ def first_action_subquery():
     """The earliest step after the claim, of the same session (and account, when steps have one).
 
     Correlated to a query of handoffs under the metric's names (``session_id``,
-    ``account_id``, ``claimed_at``: :func:`~flowpilot_analytics.field_map.handoffs`,
+    ``account_id``, ``claimed_at``: :func:`~flowpilot_analytics.field_map.all_handoffs`,
     or the app's own handoffs).
     """
     fields = field_map()
@@ -90,7 +90,7 @@ def claimed_handoffs(*, window):
     # claimed_at in a range implies claimed_at IS NOT NULL, so PostgreSQL can
     # use the partial index on claimed rows.
     end_lookup = "claimed_at__lte" if window.closed else "claimed_at__lt"
-    return handoffs().filter(claimed_at__gte=window.start, **{end_lookup: window.end}).annotate(
+    return all_handoffs().filter(claimed_at__gte=window.start, **{end_lookup: window.end}).annotate(
         first_action_at=first_action_subquery()
     )
 

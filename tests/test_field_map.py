@@ -23,7 +23,7 @@ from flowpilot_analytics import selectors
 from flowpilot_analytics.access import Role
 from flowpilot_analytics.checks import check_metric_indexes
 from flowpilot_analytics.factories import UserFactory
-from flowpilot_analytics.field_map import HANDOFF_ALIASES, field_map, metric_tables
+from flowpilot_analytics.field_map import HANDOFF_ALIASES, all_handoffs, field_map, metric_tables
 from flowpilot_analytics.models import (
     Account,
     AiSession,
@@ -119,7 +119,7 @@ def test_the_optional_fields_may_be_none(settings):
 def test_the_metrics_own_names_of_a_handoff_are_the_apps_columns():
     """With the app's models no column is renamed: the queries read the fields themselves."""
     assert set(HANDOFF_ALIASES) == {"id", "account_id", "session_id", "claimed_at", "claimed_by_id"}
-    assert selectors.handoffs().query.annotations == {}
+    assert all_handoffs().query.annotations == {}
 
 
 # --- No module reads a concrete model of the three ------------------------------------------------
