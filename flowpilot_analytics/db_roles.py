@@ -125,11 +125,12 @@ def host_metric_tables():
     """The host's tables the metric reads, when it brings its own models (none with the app's own)."""
     from .field_map import metric_tables
 
-    return sorted({table.name for table in metric_tables() if table.model._meta.app_label != "flowpilot_analytics"})
+    return sorted({table.name for table in metric_tables()
+                   if table.model._meta.app_label != "flowpilot_analytics"})
 
 
 def app_read_tables():
-    """Tables of the host the app only reads: the user table (claimers' and members' names), the host's models'."""
+    """Tables of the host the app only reads: the user table (claimers' names), the host's metric tables."""
     return sorted({get_user_model()._meta.db_table, *host_metric_tables()})
 
 

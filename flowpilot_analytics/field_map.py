@@ -151,7 +151,8 @@ def metric_tables():
     def column(model, name):
         return model._meta.get_field(name).column if name else None
 
-    handoff, step, session, account = get_handoff_model(), get_step_model(), get_session_model(), get_account_model()
+    handoff, step = get_handoff_model(), get_step_model()
+    session, account = get_session_model(), get_account_model()
     return MetricTables(
         account=Table(account, account._meta.db_table, {"pk": account._meta.pk.column}),
         session=Table(session, session._meta.db_table, {"pk": session._meta.pk.column}),

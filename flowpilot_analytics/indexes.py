@@ -151,8 +151,7 @@ def missing_indexes(connection):
         tables = set(connection.introspection.table_names(cursor))
     missing = []
     for wanted in wanted_indexes():
-        if wanted.table in tables and not any(
-            wanted.served_by(index, vendor=connection.vendor) for index in existing_indexes(connection, wanted.table)
-        ):
+        existing = existing_indexes(connection, wanted.table) if wanted.table in tables else None
+        if existing is not None and not any(wanted.served_by(index, vendor=connection.vendor) for index in existing):
             missing.append(wanted)
     return missing

@@ -23,7 +23,6 @@ as the spec of :mod:`flowpilot_analytics.figures` declares it.
 
 from dataclasses import dataclass
 from datetime import timedelta
-
 from itertools import islice
 
 from django.contrib.auth import get_user_model
@@ -223,9 +222,9 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     Two queries whatever the number of claimers: the grouped figures, then the
     claimers' names (the host's user model's, :func:`display_name`). Claimers
     without handoffs in the window are absent, except ``claimed_by`` when it
-    names a member of the account (zero counts; the access policy says who is,
-    :func:`~flowpilot_analytics.access.is_member`: a query more with the default one). Sorted by
-    name; the deleted claimers (one row, id ``None``) last.
+    names a member of the account (zero counts): the access policy says who is
+    (:func:`~flowpilot_analytics.access.is_member`, a query more with the
+    default policy). Sorted by name; the deleted claimers (one row, id ``None``) last.
     """
     now = now or timezone.now()
     handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
