@@ -262,14 +262,14 @@ SETTINGS = (
         "Keys: `handoff.account`, `handoff.session`, `handoff.claimed_at`, `handoff.claimed_by`, "
         "`step.session`, `step.created_at`, `step.account` (`None`: the session alone scopes a step), "
         "`account.name`, `account.slug` (`None`: the id is shown). docs/host-integration.md.",
-        "flowpilot_analytics.E016", field_map_problem,
+        "flowpilot_analytics.E017", field_map_problem,
         shown_default="the app's own (`\"account\"`, `\"claimed_at\"`, ...)",
     ),
     Setting(
         "ACCESS_POLICY", "flowpilot_analytics.access.membership_roles",
         "Dotted path of a callable `(user) -> {account_pk: role}`, role `\"viewer\"`, `\"engineer\"` or "
         "`\"admin\"`: who may read which account. The default reads the app's `Membership`.",
-        "flowpilot_analytics.E017", _access_policy, import_string=True,
+        "flowpilot_analytics.E018", _access_policy, import_string=True,
     ),
     Setting(
         "RLS", DEFAULT_RLS,
@@ -277,7 +277,7 @@ SETTINGS = (
         "`set_config(name, value, true)` in each request's transaction: `account_setting` (the account's "
         "id), `user_setting` (the user's id), `cross_account_setting` (`on` in the faces reading every "
         "account); each `None` (not set). The app's own tables keep theirs (README, \"Security\").",
-        "flowpilot_analytics.E018", _rls_settings,
+        "flowpilot_analytics.E019", _rls_settings,
         shown_default="each `None`",
     ),
 )
