@@ -6,9 +6,9 @@ per bucket (``distribution_under_1m``: its count). An endpoint answering a
 list (trend buckets, engineers, handoffs) gives one line per item: the
 response's own fields first, repeated on every line, then the item's.
 
-Text cells that a spreadsheet would run as a formula (starting with ``=``,
-``+``, ``-``, ``@``, a tab or a carriage return) get a leading single quote;
-numbers are written as they are, so a negative change stays a number.
+Text cells that a spreadsheet could run as a formula get a leading single
+quote (:mod:`flowpilot_analytics.csv_safety`, the guard of every CSV the app
+writes); numbers are written as they are, so a negative change stays a number.
 
 One path writes every CSV, :func:`csv_lines`: the renderer joins its lines into
 a response's body, :func:`streaming_csv` streams them.
@@ -20,22 +20,11 @@ from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 from rest_framework.serializers import ListSerializer, Serializer
 
+from ..csv_safety import neutralised
 from ..stats import LAG_BUCKETS
 from .serializers import DistributionBucketSerializer
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_MEDIA_TYPE = "text/csv"
-
-
-def neutralised(value):
-    """The cell of ``value``: text that could start a formula is quoted with a leading ``'``."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def flatten(data, prefix=""):
