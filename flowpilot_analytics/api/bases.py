@@ -25,7 +25,7 @@ from ..windows import zone
 from . import schema
 from .authentication import analytics_authenticators
 from .permissions import HasAccountRole
-from .renderers import CsvRenderer, csv_lines, streaming_csv
+from .renderers import CsvRenderer, attachment_disposition, csv_lines, streaming_csv
 from .serializers import WindowQuerySerializer
 from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
@@ -185,7 +185,9 @@ class WindowedApi(AccountScopedApi):
         else:
             tz = zone(window.time_zone)
             label = f"{window.start.astimezone(tz):%Y-%m-%d}_{window.end.astimezone(tz):%Y-%m-%d}"
-        return f'attachment; filename="{self.csv_name}-{self.account.slug}-{label}.csv"'
+        # The slug is the host's data: attachment_disposition() makes any text a safe header.
+        account = self.account.slug or self.account.pk
+        return attachment_disposition(f"{self.csv_name}-{account}-{label}.csv")
 
     def wants_csv(self, request):
         return request.accepted_renderer.format == CsvRenderer.format

@@ -11,10 +11,14 @@ quote (:mod:`flowpilot_analytics.csv_safety`, the guard of every CSV the app
 writes); numbers are written as they are, so a negative change stays a number.
 
 One path writes every CSV, :func:`csv_lines`: the renderer joins its lines into
-a response's body, :func:`streaming_csv` streams them.
+a response's body, :func:`streaming_csv` streams them. Each is a download named
+by :func:`attachment_disposition`.
 """
 
 import csv
+import re
+import unicodedata
+from urllib.parse import quote
 
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
@@ -53,6 +57,33 @@ def serializer_columns(serializer, prefix=""):
         else:
             columns.append(prefix + name)
     return columns
+
+
+# Anything but these in the ASCII fallback of a file name becomes "_" (a run of them, one).
+_UNSAFE_IN_FALLBACK = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def attachment_disposition(filename):
+    """``Content-Disposition`` of a download named ``filename`` (any text), by RFC 6266.
+
+    ``filename="..."`` is an ASCII fallback of safe characters only (accents
+    dropped, anything else ``_``), so no quote, semicolon or line break can end
+    the parameter or the header; when it differs from the name, the name follows
+    as ``filename*=UTF-8''...`` (RFC 8187), with control characters and path
+    separators replaced by ``_``, which browsers prefer.
+    """
+    name = "".join(
+        "_" if character in "/\\" or unicodedata.category(character) in {"Cc", "Cf"} else character
+        for character in filename
+    )
+    ascii_name = "".join(
+        unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode() or "_" for character in filename
+    )
+    fallback = _UNSAFE_IN_FALLBACK.sub("_", ascii_name.replace("_", " "))
+    disposition = f'attachment; filename="{fallback}"'
+    if name != fallback:
+        disposition += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return disposition
 
 
 class _Line:
