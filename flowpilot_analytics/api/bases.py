@@ -154,7 +154,9 @@ class WindowedApi(AccountScopedApi):
     def query(self, request):
         """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window."""
         self.now = timezone.now()
-        params = self.query_serializer_class(query_params=request.query_params, context={"now": self.now})
+        params = self.query_serializer_class(
+            query_params=request.query_params, context={"now": self.now, "view": self}
+        )
         params.is_valid(raise_exception=True)
         self.params = params.validated_data
         self.window = self.params["window"]
