@@ -6,7 +6,12 @@ is a thin subclass that reads its query, calls one selector and renders the
 answer; who may read which account, in which transaction, is settled here.
 """
 
-from django.db import OperationalError
+import logging
+from contextlib import ExitStack
+
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -30,7 +35,12 @@ from .serializers import WindowQuerySerializer
 from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
 
+logger = logging.getLogger(__name__)
+
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+# What a connection lost, refused or broken raises through Django (psycopg's OperationalError
+# for "server closed the connection", "terminating connection", "connection refused"...).
+DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
 
 
 class AnalyticsQueryTimeout(APIException):
@@ -42,6 +52,28 @@ class AnalyticsQueryTimeout(APIException):
     default_code = "query_timeout"
     # DRF's exception handler turns ``wait`` into the Retry-After header.
     wait = 30
+
+
+class DatabaseUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The analytics database is unavailable at the moment. Try again in a few seconds."
+    default_code = "database_unavailable"
+    wait = 5
+
+
+class TooManyQueryParameters(ValidationError):
+    """More query parameters than Django parses (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): none of them can be read."""
+
+    def __init__(self):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        super().__init__(
+            {
+                "query": [
+                    f"More than {limit} query parameters (the server's DATA_UPLOAD_MAX_NUMBER_FIELDS): "
+                    "give each parameter once, and only those this endpoint reads."
+                ]
+            }
+        )
 
 
 class AccountScopedApi(APIView):
@@ -59,6 +91,14 @@ class AccountScopedApi(APIView):
     query missing its account filter still sees no other tenant's rows. The
     transaction is rolled back at the end (nothing here writes), which ends both
     settings and the statement timeout with it.
+
+    Every error is a response of its own status, never a 500: the transaction is
+    opened inside DRF's error handling (a database that refuses it is a 503 like
+    a connection lost mid-request, in JSON with ``Retry-After``); an error asked
+    for as CSV, or a database error, is rendered as JSON; the response is final
+    before the transaction ends, and rendering it (the browsable API's page
+    included) reads nothing from the database. A query string longer than Django
+    parses is a 400 in JSON, after the 401 of an anonymous caller.
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
@@ -69,20 +109,38 @@ class AccountScopedApi(APIView):
 
     # The caller's membership of the request's account, resolved during initial().
     membership = None
+    # Whether Django refused to parse the query string (too many parameters), found by initial().
+    query_refused = False
+    # Whether the error being answered is rendered as JSON whatever was asked for.
+    error_in_json = False
 
     def get_authenticators(self):
         return analytics_authenticators()
 
     def dispatch(self, request, *args, **kwargs):
-        with rls.tenant_transaction():
+        # initial() enters the request's transaction; it ends here, with the response final.
+        with ExitStack() as self.request_scope:
             return super().dispatch(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
+        # Opened here rather than around dispatch(), so that a database that cannot
+        # open it is answered by handle_exception() like any other error.
+        self.request_scope.enter_context(rls.tenant_transaction())
+        try:
+            request.query_params  # noqa: B018 (Django parses the query string on first use)
+        except TooManyFieldsSent:
+            self.query_refused = True
         # DRF's: content negotiation, authentication (which resolves the tenant,
         # below), the permission checks against it, the throttles.
         super().initial(request, *args, **kwargs)
         self.account = self.membership.account
         rls.bind_account(self.account)
+
+    def perform_content_negotiation(self, request, force=False):
+        if self.query_refused:
+            # Not even format= can be read: the answer (an error) is JSON.
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force)
 
     def perform_authentication(self, request):
         super().perform_authentication(request)
@@ -91,14 +149,34 @@ class AccountScopedApi(APIView):
                 # Nothing here can be written, whatever the caller's accounts:
                 # 405 before any account is looked up (anonymous callers get 401).
                 self.http_method_not_allowed(request)
+            if self.query_refused:
+                raise TooManyQueryParameters()
             rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
             self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
     def handle_exception(self, exc):
-        if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
-            # The failed transaction is rolled back by tenant_transaction(), as every one is.
-            exc = AnalyticsQueryTimeout()
+        # A failed transaction is rolled back by tenant_transaction(), as every one is; a
+        # broken connection is closed by Django then, and the next request opens a new one.
+        if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
+            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
+                exc = AnalyticsQueryTimeout()
+            else:
+                logger.warning("Analytics request answered 503, the database is unavailable: %s", exc)
+                self.error_in_json = True
+                exc = DatabaseUnavailable()
         return super().handle_exception(exc)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        renderer = getattr(request, "accepted_renderer", None)
+        if (
+            isinstance(response, Response)
+            and response.status_code >= 400
+            and (self.error_in_json or isinstance(renderer, CsvRenderer))
+        ):
+            # An error asked for as CSV is a JSON body, as the schema documents; so is
+            # a database error, whose answer should need as little as possible.
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 ACCOUNT_PARAMETER = OpenApiParameter(
@@ -128,7 +206,7 @@ def analytics_schema(*, operation_id, summary, ok_description=schema.OK):
                     403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
                     404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
                     429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
-                    503: OpenApiResponse(schema.DetailSerializer, description=schema.QUERY_TIMEOUT),
+                    503: OpenApiResponse(schema.DetailSerializer, description=schema.UNAVAILABLE),
                 },
             )
         )(view)
@@ -168,17 +246,6 @@ class WindowedApi(AccountScopedApi):
         except Http404:
             # DRF answers an unknown format= with a bare 404: say what is wrong instead.
             raise ValidationError({"format": ["Allowed values: json, csv."]}) from None
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        renderer = getattr(request, "accepted_renderer", None)
-        if (
-            isinstance(response, Response)
-            and response.status_code >= 400
-            and isinstance(renderer, CsvRenderer)
-        ):
-            # An error asked for as CSV is a JSON body, as the schema documents.
-            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
-        return super().finalize_response(request, response, *args, **kwargs)
 
     def csv_disposition(self):
         window = self.window
