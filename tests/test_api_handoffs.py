@@ -176,13 +176,19 @@ def build(account, n_handoffs, n_claimers):
 # The request's savepoint, its rollback and release, and the membership (with its account),
 # then: the grouped figures and the claimers' names (by-engineer, 2), or the page with its
 # claimers joined (handoffs, 1). On PostgreSQL two more: binding the user, then the account (RLS).
+# The CSV export reads its rows after the request, in a transaction of its own: its savepoint,
+# the rows (one statement, fetched in chunks from a server-side cursor on PostgreSQL), the
+# rollback and release; on PostgreSQL its two bindings too.
+EXPORT_QUERIES = 4 + (2 if connection.vendor == "postgresql" else 0)
+
+
 @pytest.mark.parametrize(
     "url, params, own_queries",
     [
         (BY_ENGINEER, {}, 2),
         (HANDOFFS, {"page_size": 50}, 1),
         (HANDOFFS, {"page_size": 50, "ordering": "-seconds_to_first_action"}, 1),
-        (HANDOFFS, {"format": "csv"}, 1),
+        (HANDOFFS, {"format": "csv"}, EXPORT_QUERIES),
     ],
 )
 def test_the_query_count_does_not_grow_with_handoffs_or_engineers(

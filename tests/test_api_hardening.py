@@ -126,3 +126,18 @@ def test_the_settings_come_from_the_environment(monkeypatch):
     loaded = runpy.run_path(str(SETTINGS_FILE))
     assert loaded["FLOWPILOT_ANALYTICS"]["THROTTLE_RATE"] == "500/hour"
     assert loaded["FLOWPILOT_ANALYTICS"]["STATEMENT_TIMEOUT_MS"] == 0
+
+
+@pytest.mark.parametrize("variable", ["DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS"])
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_a_bad_export_limit_stops_the_start_naming_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ImproperlyConfigured, match=variable):
+        runpy.run_path(str(SETTINGS_FILE))
+
+
+def test_the_export_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "250000")
+    monkeypatch.setenv("DJANGO_ANALYTICS_EXPORT_MAX_SECONDS", "none")
+    loaded = runpy.run_path(str(SETTINGS_FILE))["FLOWPILOT_ANALYTICS"]
+    assert (loaded["EXPORT_MAX_ROWS"], loaded["EXPORT_MAX_SECONDS"]) == (250_000, None)

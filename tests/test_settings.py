@@ -44,6 +44,8 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "DB_ALIAS": "default",
         "AUTHENTICATION_CLASSES": None,
         "WIDGET_ACCOUNT_LIMIT": 25,
+        "EXPORT_MAX_ROWS": 100_000,
+        "EXPORT_MAX_SECONDS": 25,
     }
     assert app_messages() == []
 
@@ -153,6 +155,10 @@ def test_the_apps_authentication_classes_replace_the_hosts(settings, api_client,
         ("AUTHENTICATION_CLASSES", ["django.contrib.auth.models.User"], "E013"),
         ("WIDGET_ACCOUNT_LIMIT", 0, "E014"),
         ("WIDGET_ACCOUNT_LIMIT", "25", "E014"),
+        ("EXPORT_MAX_ROWS", 0, "E015"),
+        ("EXPORT_MAX_ROWS", "100000", "E015"),
+        ("EXPORT_MAX_SECONDS", 0, "E016"),
+        ("EXPORT_MAX_SECONDS", 2.5, "E016"),
     ],
 )
 def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, check_id):
@@ -172,6 +178,8 @@ def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, chec
         ("THROTTLE_RATE", None),
         ("AUTHENTICATION_CLASSES", ("rest_framework.authentication.SessionAuthentication",)),
         ("WIDGET_ACCOUNT_LIMIT", 1),
+        ("EXPORT_MAX_ROWS", None),
+        ("EXPORT_MAX_SECONDS", 600),
     ],
 )
 def test_well_formed_values_pass(settings, key, value):

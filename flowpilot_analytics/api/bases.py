@@ -7,7 +7,7 @@ answer; who may read which account, in which transaction, is settled here.
 """
 
 import logging
-from contextlib import ExitStack
+from contextlib import ExitStack, closing, contextmanager
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
@@ -30,7 +30,7 @@ from ..windows import zone
 from . import schema
 from .authentication import analytics_authenticators
 from .permissions import HasAccountRole
-from .renderers import CsvRenderer, attachment_disposition, csv_lines, streaming_csv
+from .renderers import CsvRenderer, ExportLimit, attachment_disposition, csv_lines, marker_line, streaming_csv
 from .serializers import WindowQuerySerializer
 from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
 from .throttles import AnalyticsRateThrottle
@@ -154,6 +154,18 @@ class AccountScopedApi(APIView):
             rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
             self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
+    @contextmanager
+    def tenant_bound(self):
+        """A transaction of its own, bound as the request's was (its user, its account, the statement timeout).
+
+        For work done after the request's transaction has ended, such as a
+        response streamed by the server once the view has returned.
+        """
+        with rls.tenant_transaction():
+            rls.bind_user(self.request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
+            rls.bind_account(self.account)
+            yield
+
     def handle_exception(self, exc):
         # A failed transaction is rolled back by tenant_transaction(), as every one is; a
         # broken connection is closed by Django then, and the next request opens a new one.
@@ -271,21 +283,43 @@ class WindowedApi(AccountScopedApi):
         with self.in_time_zone():
             return Response(self.output_serializer_class({"window": self.window, **fields}).data)
 
-    def stream_csv(self, rows, *, leave_out=(), **fields):
-        """The CSV of the answer (the window, ``fields``), a line per row of ``rows``, rendered as it streams.
+    def stream_csv(self, rows, *, resume, leave_out=(), **fields):
+        """The CSV of the answer (the window, ``fields``), a line per row of ``rows``, streamed.
 
-        ``leave_out`` names the answer's fields the CSV has no column for.
+        ``rows`` is iterated as the server sends the response, after the view has
+        returned and the request's transaction has ended: inside a transaction of
+        its own bound to the same account (:meth:`tenant_bound`), so that rows
+        read from a server-side cursor come through Row-Level Security as the
+        request's would, a chunk at a time. At most ``EXPORT_MAX_ROWS`` rows, for
+        at most ``EXPORT_MAX_SECONDS``: past either, and when the database fails
+        once the download has begun (its status is sent), the last line says so
+        (``# Truncated ...``, ``# Interrupted ...``) with the cursor to continue
+        from, ``resume(row)`` of the last row written. ``leave_out`` names the
+        answer's fields the CSV has no column for.
         """
         answer = {"window": self.window, **fields, **dict.fromkeys(leave_out), self.csv_rows_key: []}
         left_out = {self.csv_rows_key, *leave_out}
         row_serializer = self.csv_row_serializer
+        limited = ExportLimit(
+            rows, max_rows=app_settings.EXPORT_MAX_ROWS, max_seconds=app_settings.EXPORT_MAX_SECONDS
+        )
 
         def lines():
-            with self.in_time_zone():
-                data = self.output_serializer_class(answer).data
-                envelope = {name: value for name, value in data.items() if name not in left_out}
-                rendered = (row_serializer.to_representation(row) for row in rows)
-                yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
+            try:
+                with self.tenant_bound(), self.in_time_zone(), closing(rows):
+                    data = self.output_serializer_class(answer).data
+                    envelope = {name: value for name, value in data.items() if name not in left_out}
+                    rendered = (row_serializer.to_representation(row) for row in limited)
+                    yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
+            except DATABASE_UNAVAILABLE_ERRORS as exc:
+                # The status (200) is sent: the file itself must say that it is incomplete.
+                cancelled = getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED
+                logger.warning("Analytics CSV export interrupted after %s rows: %s", limited.count, exc)
+                reason = "a query ran past the statement timeout" if cancelled else "the database became unavailable"
+                limited.stopped = f"Interrupted after {limited.count} rows: {reason}"
+            if limited.stopped:
+                again = f"ask again with cursor={resume(limited.last)}" if limited.last else "ask again"
+                yield marker_line(f"{limited.stopped}. For the rest {again}")
 
         return streaming_csv(lines(), disposition=self.csv_disposition())
 

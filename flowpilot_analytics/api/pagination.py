@@ -34,6 +34,8 @@ HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "s
 DEFAULT_ORDERING = "-claimed_at"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Rows an export fetches at a time from its server-side cursor.
+EXPORT_CHUNK_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,10 @@ class PageQueryMixin(serializers.Serializer):
 
 
 class HandoffKeysetPagination(BasePagination):
-    """Pages of handoffs (a queryset annotated ``lag``) in the query's ordering, from its cursor on."""
+    """Pages of handoffs (a queryset annotated ``lag``) in the query's ordering, from its cursor on.
+
+    Or every row from the cursor on, for a CSV export (:meth:`export_rows`).
+    """
 
     # The fields a page adds to the answer (not the CSV's: it has no pages).
     page_fields = ("next", "next_cursor")
@@ -145,21 +150,38 @@ class HandoffKeysetPagination(BasePagination):
             queryset = queryset.filter(after_cursor(cursor))
         return queryset.order_by(*order_by(params["ordering"]))
 
-    def paginate_queryset(self, queryset, request, view=None):
-        """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
+    def start(self, request, view):
         params = view.params
-        self.request, self.ordering, self.page_size = request, params["ordering"], params["page_size"]
+        self.request, self.ordering, self.salt = request, params["ordering"], cursor_salt(view)
         cursor = params.get("cursor")
         self.now = cursor.now if cursor is not None else view.now
+        return params
+
+    def cursor_after(self, row):
+        """The signed cursor of the position just past ``row`` (a row of ``handoff_rows``)."""
+        return Cursor.after(row, ordering=self.ordering, now=self.now).encode(salt=self.salt)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
+        params = self.start(request, view)
+        self.page_size = params["page_size"]
         # One row more than a page tells whether another page follows.
         rows = list(handoff_rows(self.ordered(queryset, params)[: self.page_size + 1]))
         self.next_cursor = None
         if len(rows) > self.page_size:
             rows = rows[: self.page_size]
-            self.next_cursor = Cursor.after(rows[-1], ordering=self.ordering, now=self.now).encode(
-                salt=cursor_salt(view)
-            )
+            self.next_cursor = self.cursor_after(rows[-1])
         return rows
+
+    def export_rows(self, queryset, request, view):
+        """Every row from the query's cursor on, in its ordering, fetched as they are iterated.
+
+        The rows come :data:`EXPORT_CHUNK_SIZE` at a time from a server-side
+        cursor on PostgreSQL, so iterate them inside a transaction (the export's,
+        bound to the account); :meth:`cursor_after` gives where to resume after one.
+        """
+        params = self.start(request, view)
+        return handoff_rows(self.ordered(queryset, params), chunk_size=EXPORT_CHUNK_SIZE)
 
     def get_page(self, rows):
         """The page's fields of the answer: the next page's link and cursor (``None`` on the last), the rows."""

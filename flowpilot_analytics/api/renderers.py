@@ -18,6 +18,7 @@ by :func:`attachment_disposition`.
 import csv
 import re
 import unicodedata
+from time import monotonic
 from urllib.parse import quote
 
 from django.http import StreamingHttpResponse
@@ -110,6 +111,38 @@ def csv_lines(envelope, rows=None, *, row_serializer=None):
     yield writer.writerow(header)
     for line in lines:
         yield writer.writerow([neutralised(line.get(column)) for column in header])
+
+
+def marker_line(text):
+    """A line of a CSV that is not data (``# ...``): one cell, so a reader can tell it by its first character."""
+    return csv.writer(_Line()).writerow([f"# {text}"])
+
+
+class ExportLimit:
+    """The rows of an export, stopped before ``max_rows`` + 1 or once ``max_seconds`` have passed.
+
+    Iterate it once; then ``stopped`` says why it stopped early (``None``: every
+    row was given), ``count`` how many rows it gave and ``last`` the last one.
+    ``None`` for either bound lifts it.
+    """
+
+    def __init__(self, rows, *, max_rows, max_seconds):
+        self.rows, self.max_rows, self.max_seconds = rows, max_rows, max_seconds
+        self.stopped, self.count, self.last = None, 0, None
+
+    def __iter__(self):
+        started = monotonic()
+        for row in self.rows:
+            # A row past the limit is fetched only to know that there are more.
+            if self.max_rows is not None and self.count >= self.max_rows:
+                self.stopped = f"Truncated after {self.count} rows (EXPORT_MAX_ROWS)"
+                return
+            if self.max_seconds is not None and monotonic() - started >= self.max_seconds:
+                self.stopped = f"Truncated after {self.max_seconds} s (EXPORT_MAX_SECONDS) at {self.count} rows"
+                return
+            self.count += 1
+            self.last = row
+            yield row
 
 
 def streaming_csv(lines, *, disposition):
