@@ -32,6 +32,7 @@ help:
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
+	@echo "make export-load - the CSV export's peak RSS and time at 10k, 100k, 250k rows: docs/load-test.md"
 	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
@@ -99,3 +100,18 @@ host-smoke: $(VENV)/.installed
 .PHONY: screenshot
 screenshot: $(VENV)/.installed
 	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q
+
+# --- Issue 13 (API hardening): the export measurement and the served hostile check ---------
+# `make export-load`: the drill-down's CSV export at 10k, 100k and 250k rows, each served by a
+# fresh gunicorn as the app role: the worker's peak RSS and the time, into docs/load-test.md
+# (its "export-load" section). Not part of `make test`; needs PostgreSQL; a few minutes the
+# first time (the data are built in EXPORT_LOAD_OWNER_URL and reused).
+# EXPORT_LOAD_BASELINE=main also measures the same exports served from that git ref.
+EXPORT_LOAD_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_export
+EXPORT_LOAD_PORT ?= 8052
+EXPORT_LOAD_BASELINE ?=
+
+.PHONY: export-load
+export-load: $(VENV)/.installed
+	EXPORT_LOAD_OWNER_URL="$(EXPORT_LOAD_OWNER_URL)" EXPORT_LOAD_PORT="$(EXPORT_LOAD_PORT)" \
+		EXPORT_LOAD_BASELINE="$(EXPORT_LOAD_BASELINE)" $(BIN)/python scripts/export_load.py
