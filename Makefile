@@ -33,6 +33,7 @@ help:
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
 	@echo "make export-load - the CSV export's peak RSS and time at 10k, 100k, 250k rows: docs/load-test.md"
+	@echo "make served-check - Schemathesis (Accept: text/html) and killed connections against the served app: no 5xx"
 	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
@@ -115,3 +116,17 @@ EXPORT_LOAD_BASELINE ?=
 export-load: $(VENV)/.installed
 	EXPORT_LOAD_OWNER_URL="$(EXPORT_LOAD_OWNER_URL)" EXPORT_LOAD_PORT="$(EXPORT_LOAD_PORT)" \
 		EXPORT_LOAD_BASELINE="$(EXPORT_LOAD_BASELINE)" $(BIN)/python scripts/export_load.py
+
+# `make served-check`: the demo served by gunicorn as the app role (DEBUG off), then Schemathesis
+# as an outside client with `Accept: text/html` for every caller, and requests to every endpoint
+# while the app role's database backends are terminated: fails on any 5xx but a JSON 503 with
+# Retry-After. Figures into docs/load-test.md ("served-check"). CI runs it; about a minute.
+# SERVED_CHECK_BASELINE=main also runs the storm against that git ref, for comparison.
+SERVED_CHECK_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_served
+SERVED_CHECK_PORT ?= 8053
+SERVED_CHECK_BASELINE ?=
+
+.PHONY: served-check
+served-check: $(VENV)/.installed
+	SERVED_CHECK_OWNER_URL="$(SERVED_CHECK_OWNER_URL)" SERVED_CHECK_PORT="$(SERVED_CHECK_PORT)" \
+		SERVED_CHECK_BASELINE="$(SERVED_CHECK_BASELINE)" $(BIN)/python scripts/served_check.py

@@ -28,26 +28,23 @@ Makefile's export-load target).
 import http.client
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
-
-import psycopg
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.report_sections import write_section  # noqa: E402
+from scripts.serving import HOST, app_url, git_copy, prepare_database, shown, start_gunicorn, stop  # noqa: E402
 
 OWNER_URL = os.environ.get("EXPORT_LOAD_OWNER_URL", "postgres://postgres@127.0.0.1:5432/flowpilot_export")
 APP_ROLE = os.environ.get("EXPORT_LOAD_APP_ROLE", "flowpilot_app")
 PORT = int(os.environ.get("EXPORT_LOAD_PORT", "8052"))
 REPORT = ROOT / os.environ.get("EXPORT_LOAD_REPORT", "docs/load-test.md")
-HOST = "127.0.0.1"
 HANDOFFS = "/api/v1/analytics/flowpilot/escalations/handoffs"
 SIZES = (10_000, 100_000, 250_000)
 SPAN_DAYS = 360
@@ -58,28 +55,6 @@ BASELINE = os.environ.get("EXPORT_LOAD_BASELINE", "")
 
 def slug(size):
     return f"export-{size // 1000}k"
-
-
-def app_url():
-    parts = urlsplit(OWNER_URL)
-    return urlunsplit((parts.scheme, f"{APP_ROLE}@{parts.hostname}:{parts.port or 5432}", parts.path, "", ""))
-
-
-def manage(*args):
-    env = {**os.environ, "DATABASE_URL": OWNER_URL}
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-def prepare_database():
-    parts = urlsplit(OWNER_URL)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    print(f"migrating {name} and granting {APP_ROLE} (as the owner)", flush=True)
-    manage("migrate", "--noinput")
-    manage("grant_app_role", APP_ROLE, "--extra-app", "auth", "contenttypes", "sessions", "admin", "authtoken")
 
 
 def build_accounts():
@@ -168,44 +143,11 @@ def build_accounts():
 
 
 def start_server(*, limits_lifted, app_dir=ROOT):
-    env = {
-        **os.environ,
-        "DATABASE_URL": app_url(),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "export-load-only-not-a-secret-" + "x" * 32,
-        "DJANGO_ALLOWED_HOSTS": HOST,
-        "DJANGO_ANALYTICS_THROTTLE_RATE": "100000000/minute",
-    }
-    if limits_lifted:
-        env |= {"DJANGO_ANALYTICS_EXPORT_MAX_ROWS": "none", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS": "none"}
-    else:
-        for name in ("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS"):
-            env.pop(name, None)
-    command = [
-        str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{PORT}",
-        "--workers", "1", "--worker-class", "gthread", "--threads", "2", "--timeout", "300",
-        "--log-level", "warning",
-    ]
-    # gunicorn puts its working directory first on sys.path: the app served is app_dir's.
-    server = subprocess.Popen(command, cwd=app_dir, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, PORT, timeout=2)
-            conn.request("GET", "/api/schema/")
-            if conn.getresponse().status == 200:
-                return server, command
-        except OSError:
-            time.sleep(0.2)
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-    server.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within 30 s")
-
-
-def stop(server):
-    server.terminate()
-    server.wait(timeout=30)
+    lifted = "none" if limits_lifted else None  # None: the variable unset, the defaults apply
+    return start_gunicorn(
+        database_url=app_url(OWNER_URL, APP_ROLE), port=PORT, app_dir=app_dir,
+        env={"DJANGO_ANALYTICS_EXPORT_MAX_ROWS": lifted, "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS": lifted},
+    )
 
 
 def worker_pid(server):
@@ -285,14 +227,6 @@ def mb(kb):
     return f"{kb / 1024:.0f}"
 
 
-def baseline_copy(ref, directory):
-    """A clean copy of ``ref`` of this repository in ``directory`` (git archive)."""
-    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True)
-    return commit.stdout.decode().strip()
-
-
 def row(size, r):
     if r is None:
         return f"| {size:,} | | | | | | | |"
@@ -310,7 +244,7 @@ def report(results, defaults, server_version, command, baseline=None):
         rows += f"\n\nThe same exports served from `{ref}` ({commit}), before this change:\n\n"
         rows += "| handoffs | rows written | file (MB) | time (s) | rows/s | worker RSS before (MB) | "
         rows += "peak during export (MB) | growth (MB) |\n|---|---|---|---|---|---|---|---|\n" + rows_before
-    server = " ".join(Path(part).name if part.startswith("/") else part for part in command)
+    server = shown(command)
     return f"""## The drill-down's CSV export: memory and time
 
 Generated by `make export-load` ([scripts/export_load.py](../scripts/export_load.py)) on
@@ -347,7 +281,7 @@ Under the default limits (`EXPORT_MAX_ROWS` = 100000, `EXPORT_MAX_SECONDS` = 25)
 
 
 def main():
-    prepare_database()
+    prepare_database(OWNER_URL, APP_ROLE)
     tokens, server_version = build_accounts()
     results, command = {}, None
     for size in SIZES:
@@ -361,7 +295,7 @@ def main():
     baseline = None
     if BASELINE:
         with tempfile.TemporaryDirectory(prefix="export-load-baseline-") as directory:
-            commit = baseline_copy(BASELINE, directory)
+            commit = git_copy(BASELINE, directory)
             measured = {}
             for size in SIZES:
                 print(f"exporting {size} rows from {BASELINE} ({commit})", flush=True)

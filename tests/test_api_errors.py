@@ -290,3 +290,24 @@ def test_too_many_parameters_on_the_drill_down_csv_is_json_too(client, callers, 
     client.force_login(callers["engineer"])
     response = client.get(f"{HANDOFFS}?format=csv&{many_parameters(settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)}")
     assert response.status_code == 400 and "query" in response.json()
+
+
+# --- A format that cannot be given ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query, accept",
+    [({"format": "xml"}, "application/json"), ({"format": "json"}, "text/csv"), ({}, "image/png")],
+    ids=["unknown format", "format against Accept", "Accept nothing meets"],
+)
+def test_a_format_that_cannot_be_given_is_answered_after_authentication(client, callers, query, accept):
+    anonymous = client.get(URL, query, HTTP_ACCEPT=accept)
+    assert anonymous.status_code == 401 and anonymous["Content-Type"] == "application/json"
+
+    client.force_login(callers["engineer"])
+    refused = client.get(URL, query, HTTP_ACCEPT=accept)
+    assert refused["Content-Type"] == "application/json"
+    if "format" in query and query["format"] == "xml":
+        assert refused.status_code == 400 and refused.json() == {"format": ["Allowed values: json, csv."]}
+    else:
+        assert refused.status_code == 406 and "Accept" in refused.json()["detail"]

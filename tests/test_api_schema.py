@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 SCHEMA_URL = "/api/schema/"
-ERROR_STATUSES = {"400", "401", "403", "404", "429", "503"}
+ERROR_STATUSES = {"400", "401", "403", "404", "406", "429", "503"}
 
 # The schema as the running app serves it, loaded in-process through WSGI.
 application = get_wsgi_application()

@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
-from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotAcceptable, PermissionDenied, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -97,8 +97,10 @@ class AccountScopedApi(APIView):
     a connection lost mid-request, in JSON with ``Retry-After``); an error asked
     for as CSV, or a database error, is rendered as JSON; the response is final
     before the transaction ends, and rendering it (the browsable API's page
-    included) reads nothing from the database. A query string longer than Django
-    parses is a 400 in JSON, after the 401 of an anonymous caller.
+    included) reads nothing from the database. A query string with more
+    parameters than Django parses, an unknown ``format`` and an ``Accept`` no
+    renderer meets are answered in JSON (400, 400, 406) once the caller is
+    authenticated: an anonymous caller gets their 401 first.
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
@@ -109,8 +111,9 @@ class AccountScopedApi(APIView):
 
     # The caller's membership of the request's account, resolved during initial().
     membership = None
-    # Whether Django refused to parse the query string (too many parameters), found by initial().
-    query_refused = False
+    # An error found before authentication (the query string, the format asked for), raised
+    # once the caller is authenticated: an anonymous caller gets their 401 first.
+    refusal = None
     # Whether the error being answered is rendered as JSON whatever was asked for.
     error_in_json = False
 
@@ -129,7 +132,7 @@ class AccountScopedApi(APIView):
         try:
             request.query_params  # noqa: B018 (Django parses the query string on first use)
         except TooManyFieldsSent:
-            self.query_refused = True
+            self.refusal = TooManyQueryParameters()
         # DRF's: content negotiation, authentication (which resolves the tenant,
         # below), the permission checks against it, the throttles.
         super().initial(request, *args, **kwargs)
@@ -137,10 +140,17 @@ class AccountScopedApi(APIView):
         rls.bind_account(self.account)
 
     def perform_content_negotiation(self, request, force=False):
-        if self.query_refused:
-            # Not even format= can be read: the answer (an error) is JSON.
-            return JSONRenderer(), JSONRenderer.media_type
-        return super().perform_content_negotiation(request, force)
+        if self.refusal is None:
+            try:
+                return super().perform_content_negotiation(request, force)
+            except Http404:
+                # DRF answers an unknown format= with a bare 404: say what is wrong instead.
+                formats = ", ".join(r.format for r in self.get_renderers() if r.format != "api")
+                self.refusal = ValidationError({"format": [f"Allowed values: {formats}."]})
+            except NotAcceptable as exc:
+                self.refusal = exc
+        # The answer is an error (a query that cannot be read, a format not given): in JSON.
+        return JSONRenderer(), JSONRenderer.media_type
 
     def perform_authentication(self, request):
         super().perform_authentication(request)
@@ -149,8 +159,8 @@ class AccountScopedApi(APIView):
                 # Nothing here can be written, whatever the caller's accounts:
                 # 405 before any account is looked up (anonymous callers get 401).
                 self.http_method_not_allowed(request)
-            if self.query_refused:
-                raise TooManyQueryParameters()
+            if self.refusal is not None:
+                raise self.refusal
             rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
             self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
@@ -217,6 +227,7 @@ def analytics_schema(*, operation_id, summary, ok_description=schema.OK):
                     401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
                     403: OpenApiResponse(schema.DetailSerializer, description=schema.FORBIDDEN),
                     404: OpenApiResponse(schema.AccountNotFoundSerializer, description=schema.NOT_FOUND),
+                    406: OpenApiResponse(schema.DetailSerializer, description=schema.NOT_ACCEPTABLE),
                     429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
                     503: OpenApiResponse(schema.DetailSerializer, description=schema.UNAVAILABLE),
                 },
@@ -251,13 +262,6 @@ class WindowedApi(AccountScopedApi):
         self.params = params.validated_data
         self.window = self.params["window"]
         return self.params
-
-    def perform_content_negotiation(self, request, force=False):
-        try:
-            return super().perform_content_negotiation(request, force)
-        except Http404:
-            # DRF answers an unknown format= with a bare 404: say what is wrong instead.
-            raise ValidationError({"format": ["Allowed values: json, csv."]}) from None
 
     def csv_disposition(self):
         window = self.window

@@ -27,6 +27,10 @@ BAD_REQUEST = (
 UNAUTHENTICATED = "No credentials, a bad token, or the token of an inactive or deleted user."
 FORBIDDEN = "Your role in the account is `viewer`, or you have no membership at all (staff included)."
 NOT_FOUND = "You are not a member of that account, or it does not exist (one answer for both)."
+NOT_ACCEPTABLE = (
+    "No answer in the format asked for: `format` (json or csv) and the Accept header disagree "
+    "(e.g. format=json with Accept: text/csv). Answered in JSON."
+)
 THROTTLED = "Too many requests: wait the number of seconds in the Retry-After header."
 UNAVAILABLE = (
     "The query ran past the server's statement timeout and was cancelled, or the database is "
