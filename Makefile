@@ -125,8 +125,10 @@ export-load: $(VENV)/.installed
 SERVED_CHECK_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_served
 SERVED_CHECK_PORT ?= 8053
 SERVED_CHECK_BASELINE ?=
+SERVED_CHECK_REPORT ?= docs/load-test.md
 
 .PHONY: served-check
 served-check: $(VENV)/.installed
 	SERVED_CHECK_OWNER_URL="$(SERVED_CHECK_OWNER_URL)" SERVED_CHECK_PORT="$(SERVED_CHECK_PORT)" \
-		SERVED_CHECK_BASELINE="$(SERVED_CHECK_BASELINE)" $(BIN)/python scripts/served_check.py
+		SERVED_CHECK_BASELINE="$(SERVED_CHECK_BASELINE)" SERVED_CHECK_REPORT="$(SERVED_CHECK_REPORT)" \
+		$(BIN)/python scripts/served_check.py

@@ -19,6 +19,7 @@ def sections(text):
 def write_section(path, name, body):
     """Replace section ``name`` of the page at ``path`` with ``body`` (appended when absent)."""
     block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else ""
     pattern = re.compile(rf"<!-- {re.escape(name)} -->\n.*?<!-- /{re.escape(name)} -->\n", re.DOTALL)
     if pattern.search(text):

@@ -139,6 +139,28 @@ def test_the_api_conforms_to_its_schema(case, role, role_headers, schemathesis_e
     assert response.status_code < 500
 
 
+# A browser's Accept header: the browsable API's HTML renderer answers, errors included.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@schema.parametrize()
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@pytest.mark.parametrize("role", ROLES)
+def test_no_answer_is_a_server_error_when_a_browser_asks(case, role, role_headers, schemathesis_examples):
+    """As the schema's test above, with a browser's Accept: HTML is not in the schema, so only no 5xx.
+
+    The same as an outside client against a served app: `make served-check`.
+    """
+    schemathesis_examples[f"{role} (html)"] += 1
+    response = case.call(headers={**role_headers[role], "Accept": BROWSER_ACCEPT})
+    assert response.status_code < 500, response.text[:500]
+
+
 # --- The fields of every answer, pinned -------------------------------------------------
 
 # Each component of the schema: its fields in order, with their types ("?" when the
