@@ -22,7 +22,7 @@ import unicodedata
 # OWASP's formula triggers, and | (DDE). Tab, CR and LF are control characters (below).
 FORMULA_TRIGGERS = frozenset("=+-@|")
 # Unicode categories of the characters a spreadsheet may drop or not show before a formula.
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 
 
 def could_start_formula(text):
@@ -32,12 +32,13 @@ def could_start_formula(text):
         return False
     if unicodedata.category(normalised[0]) in {"Cc", "Cf"}:
         return True
-    first_visible = next((ch for ch in normalised if unicodedata.category(ch) not in _INVISIBLE_CATEGORIES), "")
+    visible = (character for character in normalised if unicodedata.category(character) not in _INVISIBLE)
+    first_visible = next(visible, "")
     return first_visible in FORMULA_TRIGGERS
 
 
 def neutralised(value):
-    """The CSV cell of ``value``: ``None`` empty, booleans ``true``/``false``, formula-like text quoted with ``'``."""
+    """The CSV cell of ``value``: ``None`` empty, booleans ``true``/``false``, formula-like text quoted."""
     if value is None:
         return ""
     if isinstance(value, bool):

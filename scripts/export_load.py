@@ -39,7 +39,9 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.report_sections import write_section  # noqa: E402
-from scripts.serving import HOST, app_url, git_copy, prepare_database, shown, start_gunicorn, stop  # noqa: E402
+from scripts.serving import (  # noqa: E402
+    HOST, app_url, git_copy, prepare_database, shown, start_gunicorn, stop,
+)
 
 OWNER_URL = os.environ.get("EXPORT_LOAD_OWNER_URL", "postgres://postgres@127.0.0.1:5432/flowpilot_export")
 APP_ROLE = os.environ.get("EXPORT_LOAD_APP_ROLE", "flowpilot_app")
@@ -73,7 +75,7 @@ def build_accounts():
     def column(model, field):
         return model._meta.get_field(field).column
 
-    session, step, handoff = AiSession._meta.db_table, AiSessionStep._meta.db_table, SessionHandoff._meta.db_table
+    session, step, handoff = (model._meta.db_table for model in (AiSession, AiSessionStep, SessionHandoff))
     end = datetime.now(timezone.utc) - timedelta(hours=1)
     tokens = {}
     for size in SIZES:
@@ -81,9 +83,13 @@ def build_accounts():
             with connection.cursor() as cursor:
                 # Under FORCE'd Row-Level Security, an owner that is not a superuser writes this way.
                 cursor.execute("SELECT set_config('flowpilot.cross_account', 'on', true)")
-            account, _ = Account.objects.get_or_create(slug=slug(size), defaults={"name": f"Export {size} rows"})
+            account, _ = Account.objects.get_or_create(
+                slug=slug(size), defaults={"name": f"Export {size} rows"}
+            )
             admin, _ = get_user_model().objects.get_or_create(username=f"{slug(size)}-admin")
-            Membership.objects.get_or_create(user=admin, account=account, defaults={"role": Membership.Role.ADMIN})
+            Membership.objects.get_or_create(
+                user=admin, account=account, defaults={"role": Membership.Role.ADMIN}
+            )
             tokens[size] = Token.objects.get_or_create(user=admin)[0].key
             handoffs = SessionHandoff.objects.filter(account=account)
             recent = handoffs.filter(claimed_at__gte=end - timedelta(days=WINDOW_DAYS - 1))
@@ -93,10 +99,10 @@ def build_accounts():
             print(f"{slug(size)}: building {size} handoffs", flush=True)
             started = time.monotonic()
             with connection.cursor() as cursor:
-                for model in (AiSessionStep, SessionHandoff, AiSession):  # the ORM would load each row to cascade
-                    cursor.execute(
-                        f"DELETE FROM {model._meta.db_table} WHERE {column(model, 'account')} = %s", [account.pk]
-                    )
+                # Not through the ORM, which would load every row to cascade.
+                for model in (AiSessionStep, SessionHandoff, AiSession):
+                    table, account_column = model._meta.db_table, column(model, "account")
+                    cursor.execute(f"DELETE FROM {table} WHERE {account_column} = %s", [account.pk])
             claimers = [
                 get_user_model().objects.get_or_create(username=f"{slug(size)}-engineer-{index}")[0].pk
                 for index in range(20)
@@ -120,17 +126,21 @@ def build_accounts():
                     "SELECT session_id, %s, claimed_at - interval '10 minutes' FROM export_plan",
                     [account.pk],
                 )
-                cursor.execute(
-                    f"INSERT INTO {handoff} ({column(SessionHandoff, 'session')}, {column(SessionHandoff, 'account')},"
-                    f" {column(SessionHandoff, 'created_at')}, {column(SessionHandoff, 'claimed_at')},"
-                    f" {column(SessionHandoff, 'claimed_by')}) "
-                    "SELECT session_id, %s, claimed_at - interval '1 minute', claimed_at, claimed_by FROM export_plan",
-                    [account.pk],
+                columns = ", ".join(
+                    column(SessionHandoff, field)
+                    for field in ("session", "account", "created_at", "claimed_at", "claimed_by")
                 )
                 cursor.execute(
-                    f"INSERT INTO {step} ({column(AiSessionStep, 'session')}, {column(AiSessionStep, 'account')},"
-                    f" {column(AiSessionStep, 'created_at')}) "
-                    "SELECT session_id, %s, claimed_at + make_interval(secs => lag_s) FROM export_plan WHERE acted",
+                    f"INSERT INTO {handoff} ({columns}) SELECT session_id, %s,"
+                    " claimed_at - interval '1 minute', claimed_at, claimed_by FROM export_plan",
+                    [account.pk],
+                )
+                columns = ", ".join(
+                    column(AiSessionStep, field) for field in ("session", "account", "created_at")
+                )
+                cursor.execute(
+                    f"INSERT INTO {step} ({columns}) SELECT session_id, %s,"
+                    " claimed_at + make_interval(secs => lag_s) FROM export_plan WHERE acted",
                     [account.pk],
                 )
             print(f"  built in {time.monotonic() - started:.0f} s", flush=True)
@@ -231,8 +241,8 @@ def row(size, r):
     if r is None:
         return f"| {size:,} | | | | | | | |"
     return (
-        f"| {size:,} | {r['rows']:,} | {r['bytes'] / 1e6:.1f} | {r['elapsed']:.1f} | {r['rows'] / r['elapsed']:,.0f} |"
-        f" {mb(r['before'])} | {mb(r['peak'])} | {mb(r['peak'] - r['before'])} |"
+        f"| {size:,} | {r['rows']:,} | {r['bytes'] / 1e6:.1f} | {r['elapsed']:.1f} |"
+        f" {r['rows'] / r['elapsed']:,.0f} | {mb(r['before'])} | {mb(r['peak'])} | {mb(r['peak'] - r['before'])} |"
     )
 
 

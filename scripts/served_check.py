@@ -103,7 +103,8 @@ def schemathesis(schema_path, token):
         statuses, html = Counter(), 0
         for entry in json.loads(har.read_text())["log"]["entries"] if har.exists() else []:
             statuses[entry["response"]["status"]] += 1
-            content_type = {h["name"].lower(): h["value"] for h in entry["response"]["headers"]}.get("content-type", "")
+            headers = {header["name"].lower(): header["value"] for header in entry["response"]["headers"]}
+            content_type = headers.get("content-type", "")
             html += content_type.startswith("text/html")
     if finished.returncode != 0:
         print(finished.stdout[-4000:], finished.stderr[-2000:], sep="\n")
@@ -150,7 +151,8 @@ def storm(callers, *, database):
             kind = response.getheader("Content-Type", "").split(";")[0]
             verdict = judge(path, response.status, kind, response.getheader("Retry-After"), body)
             with lock:
-                answers[f"{response.status} {kind}" + (" (ends # Interrupted)" if verdict == "interrupted" else "")] += 1
+                cut = " (ends # Interrupted)" if verdict == "interrupted" else ""
+                answers[f"{response.status} {kind}{cut}"] += 1
                 if verdict not in ("ok", "interrupted"):
                     problems.append(f"{path} [{accept}]: {verdict}")
 
@@ -218,11 +220,13 @@ def main():
     # The member of two accounts names one: the storm's requests are then all answerable.
     with psycopg.connect(OWNER_URL, autocommit=True) as conn:
         multi_account = conn.execute(
-            "SELECT min(m.account_id) FROM flowpilot_analytics_membership m JOIN auth_user u ON u.id = m.user_id "
-            "WHERE u.username = 'multi' AND m.role IN ('engineer', 'admin')"
+            "SELECT min(m.account_id) FROM flowpilot_analytics_membership m JOIN auth_user u"
+            " ON u.id = m.user_id WHERE u.username = 'multi' AND m.role IN ('engineer', 'admin')"
         ).fetchone()[0]
     storm_callers = [
-        (by_caller["engineer"], ""), (by_caller["admin"], ""), (by_caller["two accounts"], f"&account={multi_account}")
+        (by_caller["engineer"], ""),
+        (by_caller["admin"], ""),
+        (by_caller["two accounts"], f"&account={multi_account}"),
     ]
     database = OWNER_URL.rsplit("/", 1)[1]
     failures = []

@@ -28,7 +28,8 @@ def app_url(owner_url, app_role):
 
 def manage(*args, database_url):
     env = {**os.environ, "DATABASE_URL": database_url}
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    command = [sys.executable, "manage.py", *args]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def prepare_database(owner_url, app_role):
@@ -45,7 +46,7 @@ def prepare_database(owner_url, app_role):
 
 
 def start_gunicorn(*, database_url, port, workers=1, threads=2, env=None, app_dir=ROOT, timeout=300):
-    """gunicorn serving ``app_dir``'s demo project on loopback, DEBUG off, once it answers: ``(process, command)``."""
+    """gunicorn serving ``app_dir``'s demo on loopback, DEBUG off, once it answers: ``(process, command)``."""
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,

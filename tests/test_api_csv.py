@@ -132,7 +132,9 @@ def test_an_error_asked_as_csv_is_json(api_client, team):
 # --- Content-Disposition (RFC 6266), whatever the slug ----------------------------------
 
 # One disposition, an ASCII fallback of safe characters, then the UTF-8 name percent-encoded.
-DISPOSITION = re.compile(r"attachment; filename=\"(?P<ascii>[A-Za-z0-9._-]+)\"(?:; filename\*=UTF-8''(?P<utf8>[A-Za-z0-9%._~-]+))?")
+DISPOSITION = re.compile(
+    r"attachment; filename=\"(?P<ascii>[A-Za-z0-9._-]+)\"(?:; filename\*=UTF-8''(?P<utf8>[A-Za-z0-9%._~-]+))?"
+)
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,10 @@ def test_a_viewer_logging_in_through_the_browsable_api_lands_on_a_403_page(clien
     browser = RENDERERS["browser"][1]
 
     response = client.post(
-        "/api-auth/login/", {"username": viewer.username, "password": "flowpilot-test"}, follow=True, **browser
+        "/api-auth/login/",
+        {"username": viewer.username, "password": "flowpilot-test"},
+        follow=True,
+        **browser,
     )
 
     assert response.redirect_chain == [(URL, 302)]
@@ -210,7 +213,8 @@ def test_a_backend_terminated_during_a_request_is_503_and_the_next_request_is_se
 
 
 def wsgi_get(path, token):
-    """One request through Django's WSGI handler as a server sends it (its signals close or keep connections)."""
+    """One request through Django's WSGI handler as a server sends it (its signals close or keep
+    connections, as they do when served)."""
     environ = {"PATH_INFO": path, "HTTP_AUTHORIZATION": f"Token {token}", "HTTP_ACCEPT": "text/html"}
     setup_testing_defaults(environ)
     environ["wsgi.errors"] = io.StringIO()

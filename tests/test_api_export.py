@@ -50,7 +50,9 @@ def test_past_the_row_limit_the_file_ends_with_a_marker_and_its_cursor_gives_the
     rows, marker = export(client, ordering=ordering)
     seen, parts = [row["handoff_id"] for row in rows], 1
     assert len(rows) == 3
-    assert marker.startswith("# Truncated after 3 rows (EXPORT_MAX_ROWS). For the rest ask again with cursor=")
+    assert marker.startswith(
+        "# Truncated after 3 rows (EXPORT_MAX_ROWS). For the rest ask again with cursor="
+    )
     while marker is not None:
         rows, marker = export(client, ordering=ordering, cursor=cursor_in(marker))
         seen += [row["handoff_id"] for row in rows]
@@ -81,7 +83,9 @@ def test_past_the_time_limit_the_file_ends_with_a_marker(api_client, team, setti
     rows, marker = export(client)
 
     assert len(rows) == 1
-    assert marker.startswith("# Truncated after 2 s (EXPORT_MAX_SECONDS) at 1 rows. For the rest ask again with cursor=")
+    assert marker.startswith(
+        "# Truncated after 2 s (EXPORT_MAX_SECONDS) at 1 rows. For the rest ask again with cursor="
+    )
     monkeypatch.undo()
     rest, _ = export(client, cursor=cursor_in(marker))
     assert [row["handoff_id"] for row in rows + rest] == all_ids(client, "-claimed_at")
@@ -103,7 +107,9 @@ def test_a_database_lost_mid_export_ends_the_file_with_a_marker(api_client, team
     rows, marker = export(client)
 
     assert len(rows) == after
-    assert marker.startswith(f"# Interrupted after {after} rows: the database became unavailable. For the rest ask again")
+    assert marker.startswith(
+        f"# Interrupted after {after} rows: the database became unavailable. For the rest ask again"
+    )
     assert ("cursor=" in marker) == bool(after)
     monkeypatch.undo()
     assert export(client)[1] is None  # the next request is served

@@ -251,7 +251,8 @@ def test_a_well_formed_unsigned_cursor_is_refused(api_client, team):
 
 
 def test_any_change_to_a_cursor_is_refused(api_client, team, settings):
-    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "THROTTLE_RATE": None}  # one request per character
+    # One request per character of the cursor: no throttle.
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "THROTTLE_RATE": None}
     client = as_user(api_client, team["admin"])
     cursor = first_cursor(client)
     assert client.get(HANDOFFS, {"page_size": 2, "cursor": cursor}).status_code == 200

@@ -128,7 +128,9 @@ def test_the_settings_come_from_the_environment(monkeypatch):
     assert loaded["FLOWPILOT_ANALYTICS"]["STATEMENT_TIMEOUT_MS"] == 0
 
 
-@pytest.mark.parametrize("variable", ["DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS"])
+@pytest.mark.parametrize(
+    "variable", ["DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS"]
+)
 @pytest.mark.parametrize("value", ["0", "-5", "many"])
 def test_a_bad_export_limit_stops_the_start_naming_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)

@@ -1,4 +1,4 @@
-"""The formula guard of every CSV the app writes: the API's downloads and ``escalation_report --format csv``."""
+"""The formula guard of every CSV the app writes: the API's and ``escalation_report --format csv``."""
 
 import csv
 import io

@@ -62,7 +62,7 @@ class DatabaseUnavailable(APIException):
 
 
 class TooManyQueryParameters(ValidationError):
-    """More query parameters than Django parses (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): none of them can be read."""
+    """More query parameters than Django parses (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): none can be read."""
 
     def __init__(self):
         limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
@@ -166,7 +166,7 @@ class AccountScopedApi(APIView):
 
     @contextmanager
     def tenant_bound(self):
-        """A transaction of its own, bound as the request's was (its user, its account, the statement timeout).
+        """A transaction of its own, bound as the request's was (user, account, statement timeout).
 
         For work done after the request's transaction has ended, such as a
         response streamed by the server once the view has returned.
@@ -319,7 +319,9 @@ class WindowedApi(AccountScopedApi):
                 # The status (200) is sent: the file itself must say that it is incomplete.
                 cancelled = getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED
                 logger.warning("Analytics CSV export interrupted after %s rows: %s", limited.count, exc)
-                reason = "a query ran past the statement timeout" if cancelled else "the database became unavailable"
+                reason = "the database became unavailable"
+                if cancelled:
+                    reason = "a query ran past the statement timeout"
                 limited.stopped = f"Interrupted after {limited.count} rows: {reason}"
             if limited.stopped:
                 again = f"ask again with cursor={resume(limited.last)}" if limited.last else "ask again"

@@ -48,7 +48,8 @@ class Cursor:
     def encode(self, *, salt):
         """The signed text of the cursor (``salt``: :func:`cursor_salt` of the endpoint)."""
         value = self.value.isoformat() if isinstance(self.value, datetime) else self.value
-        return signing.dumps([self.ordering, value, self.handoff_id, self.now.isoformat()], salt=salt, compress=True)
+        position = [self.ordering, value, self.handoff_id, self.now.isoformat()]
+        return signing.dumps(position, salt=salt, compress=True)
 
     @classmethod
     def decode(cls, text, *, salt):
@@ -84,7 +85,7 @@ class Cursor:
 
 
 def cursor_salt(view):
-    """The signing salt of ``view``'s cursors: its endpoint and its account (resolved before any query is read)."""
+    """The signing salt of ``view``'s cursors: its endpoint and its account (resolved before the query)."""
     return f"flowpilot_analytics.cursor:{type(view).__name__}:{view.account.pk}"
 
 

@@ -78,7 +78,8 @@ def attachment_disposition(filename):
         for character in filename
     )
     ascii_name = "".join(
-        unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode() or "_" for character in filename
+        unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode() or "_"
+        for character in filename
     )
     fallback = _UNSAFE_IN_FALLBACK.sub("_", ascii_name.replace("_", " "))
     disposition = f'attachment; filename="{fallback}"'
@@ -114,7 +115,7 @@ def csv_lines(envelope, rows=None, *, row_serializer=None):
 
 
 def marker_line(text):
-    """A line of a CSV that is not data (``# ...``): one cell, so a reader can tell it by its first character."""
+    """A line of a CSV that is not data (``# ...``): one cell, told apart by its first character."""
     return csv.writer(_Line()).writerow([f"# {text}"])
 
 
@@ -138,7 +139,9 @@ class ExportLimit:
                 self.stopped = f"Truncated after {self.count} rows (EXPORT_MAX_ROWS)"
                 return
             if self.max_seconds is not None and monotonic() - started >= self.max_seconds:
-                self.stopped = f"Truncated after {self.max_seconds} s (EXPORT_MAX_SECONDS) at {self.count} rows"
+                self.stopped = (
+                    f"Truncated after {self.max_seconds} s (EXPORT_MAX_SECONDS) at {self.count} rows"
+                )
                 return
             self.count += 1
             self.last = row
