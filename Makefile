@@ -25,13 +25,15 @@ HOST_DIR ?= examples/host
 HOST_SETTINGS ?= host.settings
 HOST_SMOKE_DATABASE_URL ?=
 
-.PHONY: help run test test-sqlite test-postgres check clean loadtest bench host-smoke wheel
+.PHONY: help run test test-sqlite test-postgres check clean loadtest loadtest-throttle bench host-smoke wheel
 
 help:
 	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
+	@echo "make standby-test - the read router against a real streaming standby (two throwaway clusters)"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
+	@echo "make loadtest-throttle - the throttle on a 2-worker gunicorn, with Redis and without: docs/load-test.md"
 	@echo "make export-load - the CSV export's peak RSS and time at 10k, 100k, 250k rows: docs/load-test.md"
 	@echo "make served-check - Schemathesis (Accept: text/html) and killed connections against the served app: no 5xx"
 	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
@@ -79,6 +81,11 @@ check: $(VENV)/.installed
 loadtest: $(VENV)/.installed
 	LOAD_OWNER_URL="$(LOAD_OWNER_URL)" $(BIN)/python scripts/load_test.py
 
+# The throttle on a 2-worker gunicorn, with Redis (LOAD_REDIS_URL, else REDIS_URL, else DB 0 on
+# 127.0.0.1:6379) and without: about two and a half minutes; fails if Redis misses the rate by 5 %.
+loadtest-throttle: $(VENV)/.installed
+	LOAD_OWNER_URL="$(LOAD_OWNER_URL)" $(BIN)/python scripts/throttle_load_test.py
+
 bench: $(VENV)/.installed
 	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.escalations $(BENCH_ARGS)
 
@@ -96,6 +103,12 @@ wheel: $(VENV)/.installed
 host-smoke: $(VENV)/.installed
 	$(BIN)/python scripts/host_smoke.py --host-dir "$(HOST_DIR)" --settings "$(HOST_SETTINGS)" \
 		$(if $(HOST_SMOKE_DATABASE_URL),--postgres-url "$(HOST_SMOKE_DATABASE_URL)")
+
+# The read router against a real hot standby: a primary cluster and its pg_basebackup -R standby in a
+# temporary directory (ports STANDBY_PRIMARY_PORT, STANDBY_PORT: 5433, 5434), removed after. CI runs it.
+.PHONY: standby-test
+standby-test: $(VENV)/.installed
+	$(BIN)/python scripts/standby_test.py
 
 # The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
 .PHONY: screenshot

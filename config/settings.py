@@ -10,6 +10,7 @@ https://docs.djangoproject.com/en/5.2/ref/settings/
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -51,6 +52,21 @@ def env_limit(name, default):
     return value
 
 
+def env_proxy_header(name, default):
+    """``X-Forwarded-Proto: https`` -> ``("HTTP_X_FORWARDED_PROTO", "https")``; ``off`` -> ``None``."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    if value.strip().lower() in {"off", "none", "false", "0"}:
+        return None
+    header, separator, expected = value.partition(":")
+    if not separator or not header.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"{name} must be 'Header-Name: value' (e.g. 'X-Forwarded-Proto: https') or 'off', got {value!r}"
+        )
+    return "HTTP_" + header.strip().upper().replace("-", "_"), expected.strip()
+
+
 def env_list(name, default):
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -70,6 +86,28 @@ if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
     raise ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+
+# ------------------------------------------------------------------------------
+# HTTPS. With DJANGO_DEBUG off the defaults are those of a site served over HTTPS
+# only, behind a proxy (load balancer, ingress) that terminates TLS and sets
+# X-Forwarded-Proto, overwriting any value the client sent; each has its variable.
+# With debug on (`make run`) they are all off: plain HTTP on localhost.
+# https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/#https
+# ------------------------------------------------------------------------------
+# Who says the request came over HTTPS: trust this header only behind a proxy that sets it.
+SECURE_PROXY_SSL_HEADER = env_proxy_header(
+    "DJANGO_SECURE_PROXY_SSL_HEADER", None if DEBUG else ("HTTP_X_FORWARDED_PROTO", "https")
+)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# A year, this host and its subdomains, and consent to browsers' preload lists (a site
+# joins them only when submitted to hstspreload.org). Browsers ignore HSTS over plain HTTP.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("DJANGO_SECURE_HSTS_SECONDS must be 0 (no HSTS) or a number of seconds")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -146,6 +184,48 @@ if os.environ.get("FLOWPILOT_ANALYTICS_DATABASE_URL"):
     )
     # Tests create no database for it: it reads the test database of "default".
     DATABASES["analytics"]["TEST"] = {"MIRROR": "default"}
+    # A request that cannot reach the replica reads the primary (docs/scaling.md): a replica
+    # that does not answer at all must not hold it for libpq's default (no timeout).
+    DATABASES["analytics"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+
+# ------------------------------------------------------------------------------
+# Cross-account reads (PostgreSQL with Row-Level Security). The admin summary,
+# the report command and the app's admin pages read every account through
+# DJANGO_CROSS_ACCOUNT_DATABASE_URL: the same database as DATABASE_URL, as the
+# role made by `manage.py grant_cross_account_role`, which the app role cannot
+# become. Unset, they use DATABASE_URL: fine on SQLite or as the tables' owner;
+# under the app role they show no account and say why. README, "Security".
+# ------------------------------------------------------------------------------
+if os.environ.get("DJANGO_CROSS_ACCOUNT_DATABASE_URL"):
+    DATABASES["cross_account"] = dj_database_url.parse(
+        os.environ["DJANGO_CROSS_ACCOUNT_DATABASE_URL"],
+        conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 0),
+        conn_health_checks=True,
+    )
+    DATABASES["cross_account"]["TEST"] = {"MIRROR": "default"}
+
+# ------------------------------------------------------------------------------
+# Cache. DJANGO_CACHE_URL (or REDIS_URL), redis://host:6379/0, selects Django's
+# Redis cache, shared by every worker: the analytics throttle counts there, so
+# its rate holds across gunicorn's processes. Unset: local memory, per process
+# (each worker then admits the whole rate). The `redis` package is in the demo
+# extra; the app itself needs no Redis. https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+# ------------------------------------------------------------------------------
+_cache_variable = "DJANGO_CACHE_URL" if os.environ.get("DJANGO_CACHE_URL") else "REDIS_URL"
+if os.environ.get(_cache_variable):
+    if urlsplit(os.environ[_cache_variable]).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(
+            f"{_cache_variable} must be a Redis URL (redis://host:6379/0, rediss://..., unix://...), "
+            f"got {os.environ[_cache_variable]!r}"
+        )
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ[_cache_variable],
+            # Several projects may share a Redis database.
+            "KEY_PREFIX": "flowpilot_analytics",
+        }
+    }
 
 # ------------------------------------------------------------------------------
 # Internationalisation: timestamps are stored in UTC.
@@ -201,6 +281,8 @@ FLOWPILOT_ANALYTICS = {
     # The drill-down's streamed CSV stops past these (a last line says so); "none" lifts one.
     "EXPORT_MAX_ROWS": env_limit("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", 100_000),
     "EXPORT_MAX_SECONDS": env_limit("DJANGO_ANALYTICS_EXPORT_MAX_SECONDS", 25),
+    # The faces reading every account use their own connection when there is one (above).
+    "CROSS_ACCOUNT_DB_ALIAS": "cross_account" if "cross_account" in DATABASES else None,
 }
 if not throttle_rate_format.fullmatch(FLOWPILOT_ANALYTICS["THROTTLE_RATE"]):
     raise ImproperlyConfigured(

@@ -23,7 +23,15 @@ def may_view_escalation_summary(user):
 
 
 def escalation_summary_context():
-    """The widget's template context; only these reads run in the cross-account mode."""
-    with analytics_cross_account():
-        summary = escalation_summary(limit=app_settings.WIDGET_ACCOUNT_LIMIT)
-    return {"escalation_summary": summary, "metric_definition": METRIC_DEFINITION}
+    """The widget's template context; only these reads run in the cross-account mode.
+
+    When the connection cannot read across accounts, nothing is computed and
+    ``cross_account_problem`` says why (the widget shows it instead of empty figures).
+    """
+    with analytics_cross_account() as mode:
+        summary = None if mode.problem else escalation_summary(limit=app_settings.WIDGET_ACCOUNT_LIMIT)
+    return {
+        "escalation_summary": summary,
+        "cross_account_problem": mode.problem,
+        "metric_definition": METRIC_DEFINITION,
+    }

@@ -17,7 +17,7 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
     Database checks run with ``manage.py check --database default`` (and
     ``migrate``, which runs as the tables' owner and so is expected to warn).
     """
-    from .db_roles import bypass_reasons
+    from .db_roles import bypass_reasons, cross_account_reasons
 
     warnings = []
     for alias in read_aliases():
@@ -30,7 +30,7 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT current_user")
                 [role] = cursor.fetchone()
-                reasons = bypass_reasons(cursor, role)
+                reasons = bypass_reasons(cursor, role) + cross_account_reasons(cursor, role)
         except DatabaseError as exc:
             warnings.append(Warning(
                 f"Could not tell whether database {alias!r} is bound by Row-Level Security: {exc}",
@@ -42,7 +42,8 @@ def check_connection_is_bound_by_rls(app_configs, databases=None, **kwargs):
                 f"Database {alias!r} connects as {role}, which bypasses Row-Level Security: it "
                 f"{'; '.join(reasons)}. Only the app-level account filter protects tenants then.",
                 hint="Serve the app as a role made by `manage.py grant_app_role` (README, 'Security'); "
-                     "run migrations as the owner.",
+                     "run migrations as the owner; give the cross-account role only to the cross-account "
+                     "database alias.",
                 id="flowpilot_analytics.W001",
             ))
     return warnings
@@ -129,3 +130,43 @@ def check_analytics_db_alias(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@register()
+def check_cross_account_alias(app_configs=None, **kwargs):
+    """``FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"]``: a configured database, with the router installed."""
+    from .conf import setting_label
+    from .cross_account import ROUTER_PATH, router_problem
+    from .routers import cross_account_db_alias
+
+    alias = cross_account_db_alias()
+    if not isinstance(alias, str) or not alias:
+        return []  # None (the default routing), or a malformed value: flowpilot_analytics.E015
+    errors = []
+    if alias not in settings.DATABASES:
+        errors.append(Error(
+            f"{setting_label('CROSS_ACCOUNT_DB_ALIAS')} is {alias!r}, which is not a key of DATABASES.",
+            hint="Add a database alias connecting as the role made by `manage.py grant_cross_account_role`.",
+            id="flowpilot_analytics.E102",
+        ))
+    if ROUTER_PATH not in settings.DATABASE_ROUTERS:
+        errors.append(Error(router_problem(alias), hint=f"Add {ROUTER_PATH!r} to DATABASE_ROUTERS.",
+                            id="flowpilot_analytics.E103"))
+    return errors
+
+
+@register(Tags.database)
+def check_cross_account_reads(app_configs, databases=None, **kwargs):
+    """Warns when the faces reading every account (admin summary, report) would see no account's rows."""
+    from .cross_account import cross_account_problems
+    from .routers import cross_account_db_alias
+
+    alias = cross_account_db_alias()
+    aliases = [alias] if alias else sorted(set(read_aliases()))
+    aliases = [name for name in aliases if name in (databases or ()) and name in connections.settings]
+    try:
+        problems = cross_account_problems(aliases)
+    except DatabaseError as exc:
+        return [Warning(f"Could not tell whether the cross-account reads may read every account: {exc}",
+                        id="flowpilot_analytics.W006")]
+    return [Warning(problem, id="flowpilot_analytics.W006") for problem in problems]

@@ -66,6 +66,12 @@ def _database_alias(value):
     return None
 
 
+def _optional_database_alias(value):
+    if value is not None and (not isinstance(value, str) or not value):
+        return "must be None or the alias of a database in DATABASES (a non-empty string)"
+    return None
+
+
 def _authentication_classes(value):
     from rest_framework.authentication import BaseAuthentication
 
@@ -130,18 +136,26 @@ SETTINGS = (
         "flowpilot_analytics.E014", _positive_int,
     ),
     Setting(
+        "CROSS_ACCOUNT_DB_ALIAS", None,
+        "The database the faces reading every account (admin summary, report, the app's admin pages) use: "
+        "an alias connecting as a role made by `grant_cross_account_role`, with "
+        "`flowpilot_analytics.routers.AnalyticsReadRouter` in `DATABASE_ROUTERS`. `None`: the default "
+        "routing, which under the app role shows them no account (they say so). README, \"Security\".",
+        "flowpilot_analytics.E015", _optional_database_alias,
+    ),
+    Setting(
         "EXPORT_MAX_ROWS", 100_000,
         "Most rows of a streamed CSV export (the drill-down's `format=csv`); past it the file's last line "
         "is `# Truncated after <n> rows (EXPORT_MAX_ROWS). For the rest ask again with cursor=<c>`. "
         "`None`: no limit.",
-        "flowpilot_analytics.E015", _positive_int_or_none,
+        "flowpilot_analytics.E016", _positive_int_or_none,
     ),
     Setting(
         "EXPORT_MAX_SECONDS", 25,
         "Most seconds a streamed CSV export spends writing rows; past it, a last line `# Truncated after "
         "<s> s (EXPORT_MAX_SECONDS) ...` with the cursor to continue from. Keep it under the server's "
         "worker timeout (gunicorn's default: 30 s). `None`: no limit.",
-        "flowpilot_analytics.E016", _positive_int_or_none,
+        "flowpilot_analytics.E017", _positive_int_or_none,
     ),
 )
 

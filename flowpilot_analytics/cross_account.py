@@ -1,64 +1,156 @@
 """
-The explicit cross-account mode: reads (and the demo's writes) across every account.
+The explicit cross-account mode: reads (and the admin's writes) across every account.
 
-Row-Level Security shows a connection only the rows of the account bound to
-its transaction. Staff-facing code that must see every account at once (the
-Django admin summary widget, the report command, ``seed_demo``) says so by
-running inside :func:`analytics_cross_account`::
+Row-Level Security shows the app role only the rows of the account bound to its
+transaction, whatever it sets. Staff-facing code that must see every account at
+once (the Django admin summary widget, the report command, the app's admin
+pages, ``seed_demo``) says so by running inside :func:`analytics_cross_account`::
 
     from flowpilot_analytics.cross_account import analytics_cross_account
 
-    with analytics_cross_account():
+    with analytics_cross_account() as mode:
+        if mode.problem:            # this connection cannot read across accounts: say why
+            raise CommandError(mode.problem)
         by_account = escalation_metrics_by_account(period="30d")
-
-    @analytics_cross_account()          # or on a whole view / handle()
-    def handle(self, *args, **options): ...
 
     class AccountAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin): ...   # the app's own admin pages
 
-It opens a transaction on each database the reads (and writes) go to and sets
-``flowpilot.cross_account`` to ``on`` inside it, with ``set_config(..., true)``,
-so the mode ends with the block (when nested in an outer transaction, it is
-switched off explicitly as the block ends). It cannot be entered while an API request's
-tenant is bound (:func:`flowpilot_analytics.rls.tenant_transaction`), and
-nothing under ``flowpilot_analytics.api`` imports this module (a test checks
-both). On SQLite there is no RLS and the block is just a transaction.
+Inside the block, with ``FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"]`` set, every
+model of the app is read from and written to that alias (through
+``AnalyticsReadRouter``): a connection as the *cross-account role*
+(``manage.py grant_cross_account_role``), which the ``cross_account_readers``
+policy lets see every account, and which the app role can neither log in as nor
+become. Without it, the block uses the default routing and sets
+``flowpilot.cross_account`` to ``on`` for its transaction, which only the tables'
+owner may use (``migrate``, ``seed_demo`` as the owner): under the app role the
+block sees no account's rows and ``mode.problem`` says why.
+
+Either way the block opens a transaction on each database it uses, the setting
+ends with it (when nested in an outer transaction, it is switched off as the
+block ends), it cannot be entered while an API request's tenant is bound
+(:func:`flowpilot_analytics.rls.tenant_transaction`), and nothing under
+``flowpilot_analytics.api`` imports this module (a test checks both). On SQLite
+there is no RLS and the block is just a transaction.
 """
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from functools import wraps
 
+from django.conf import settings
 from django.db import connections
 
-from . import rls
+from . import rls, routers
+from .conf import setting_label
+
+ROUTER_PATH = f"{routers.AnalyticsReadRouter.__module__}.{routers.AnalyticsReadRouter.__name__}"
+
+# Whether the connection's role reads every account of a table: RLS does not apply to
+# it (superuser, BYPASSRLS), it is a member of the owner (the setting then applies),
+# or the cross-account policy names it (or a role it belongs to).
+CAN_READ_EVERY_ACCOUNT = f"""
+    NOT row_security_active(t.oid)
+    OR pg_has_role(t.relowner, 'MEMBER')
+    OR EXISTS (
+        SELECT FROM pg_catalog.pg_policy p CROSS JOIN unnest(p.polroles) AS granted(oid)
+        WHERE p.polrelid = t.oid AND p.polname = '{rls.CROSS_ACCOUNT_POLICY}'
+          AND granted.oid <> 0 AND pg_has_role(granted.oid, 'MEMBER')
+    )
+"""
+PROBE_TABLE = "session_handoff"
 
 
 class CrossAccountRefused(RuntimeError):
     """Cross-account mode was asked for inside a tenant-scoped (API) request."""
 
 
+@dataclass(frozen=True)
+class CrossAccountMode:
+    """The block's databases, and why it cannot see every account (``None`` when it can)."""
+
+    aliases: tuple
+    problem: str | None = None
+
+
+def unreadable_problem(alias, role):
+    """The message shown when ``alias``'s connection, as ``role``, cannot read across accounts."""
+    return (
+        f"Reading every account needs a connection allowed to: database {alias!r} connects as {role}, "
+        f"which Row-Level Security shows one account at a time, so no account's rows would be seen. Set "
+        f"{setting_label('CROSS_ACCOUNT_DB_ALIAS')} to a database alias connecting as the role made by "
+        f"`manage.py grant_cross_account_role` (README, \"Security\")."
+    )
+
+
+def router_problem(alias):
+    return (
+        f"{setting_label('CROSS_ACCOUNT_DB_ALIAS')} is {alias!r} but {ROUTER_PATH} is not in "
+        "DATABASE_ROUTERS: the cross-account reads would use the default database."
+    )
+
+
+def cross_account_problems(aliases, *, switch_on=False):
+    """Why the connections of ``aliases`` cannot read every account (empty list when they can).
+
+    One statement per PostgreSQL alias; with ``switch_on`` the same statement
+    sets ``flowpilot.cross_account`` for the current transaction.
+    """
+    problems = []
+    for alias in aliases:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        switch = f"set_config('{rls.CROSS_ACCOUNT_SETTING}', 'on', true), " if switch_on else ""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {switch}current_user, {CAN_READ_EVERY_ACCOUNT} "
+                "FROM pg_catalog.pg_class t WHERE t.oid = to_regclass(%s)",
+                [PROBE_TABLE],
+            )
+            row = cursor.fetchone()
+        if row is not None and not row[-1]:
+            problems.append(unreadable_problem(alias, row[-2]))
+    return problems
+
+
 @contextmanager
 def analytics_cross_account():
-    """Every account's rows are visible (and writable) until the block ends."""
+    """Every account's rows are visible until the block ends: yields a :class:`CrossAccountMode`.
+
+    ``mode.problem`` says why they are not, when the connection cannot read across accounts.
+    """
     if rls.in_tenant_scope():
         raise CrossAccountRefused("cross-account mode is not available inside an account-scoped request")
-    aliases = sorted(set(rls.read_aliases()) | set(rls.write_aliases()))
-    nested = [alias for alias in aliases if connections[alias].in_atomic_block]
-    with rls.transactions(aliases):
-        rls.set_local(aliases, {rls.CROSS_ACCOUNT_SETTING: "on"})
-        yield
+    alias = routers.cross_account_db_alias()
+    with ExitStack() as stack:
+        if alias:
+            aliases = [alias]
+            stack.enter_context(routers.routed_to_cross_account(alias))
+        else:
+            aliases = sorted(set(rls.reachable_read_aliases(stack)) | set(rls.write_aliases()))
+        nested = [name for name in aliases if connections[name].in_atomic_block]
+        stack.enter_context(rls.transactions(aliases))
+        problems = cross_account_problems(aliases, switch_on=True)
+        if alias and ROUTER_PATH not in settings.DATABASE_ROUTERS:
+            problems.insert(0, router_problem(alias))
+        yield CrossAccountMode(aliases=tuple(aliases), problem=" ".join(problems) or None)
         # Inside an outer transaction the block is a savepoint, whose release
         # would keep the setting until the outer transaction ends: switch it off.
         rls.set_local(nested, {rls.CROSS_ACCOUNT_SETTING: ""})
 
 
 def in_cross_account_mode(view):
-    """``view`` run, and its page rendered, in the mode (a ``TemplateResponse`` reads rows as it renders)."""
+    """``view(request, ...)`` run, and its page rendered, in the mode; a warning when it sees nothing."""
 
     @wraps(view)
-    def wrapper(*args, **kwargs):
-        with analytics_cross_account():
-            response = view(*args, **kwargs)
+    def wrapper(request, *args, **kwargs):
+        with analytics_cross_account() as mode:
+            if mode.problem:
+                from django.contrib import messages
+
+                messages.warning(request, mode.problem, fail_silently=True)
+            response = view(request, *args, **kwargs)
+            # A TemplateResponse reads its rows as it renders: inside the block.
             if callable(getattr(response, "render", None)) and not getattr(response, "is_rendered", True):
                 response.render()
         return response

@@ -1,14 +1,22 @@
 """
-The PostgreSQL role the app connects as: bound by Row-Level Security.
+The PostgreSQL roles the app connects as: the app role, bound by Row-Level Security, and the
+cross-account role.
 
-Two roles share the database. The *owner* (the role that runs ``migrate``)
+Three roles share the database. The *owner* (the role that runs ``migrate``)
 creates and owns the tables. The *app role* (the role in the serving
 process's ``DATABASE_URL``) only reads and writes rows: it owns no table, is
-not a superuser and has no BYPASSRLS, so the policies always apply to it.
-:func:`ensure_app_role` creates it when missing and grants it what the app
-needs, table by table (never the whole schema, never default privileges):
-docs/security.md argues each grant. The ``grant_app_role`` command runs it as
-the owner; a host names its own tables (or apps) for the role as extras.
+not a superuser and has no BYPASSRLS, so the policies always apply to it and
+show it one account per transaction. The *cross-account role* serves the
+staff-facing faces that read every account (the admin summary, the report, the
+app's admin pages) through a database alias of their own
+(``FLOWPILOT_ANALYTICS["CROSS_ACCOUNT_DB_ALIAS"]``): a policy names it, so that
+it, and no role the app role can become, reads across accounts.
+
+:func:`ensure_app_role` and :func:`ensure_cross_account_role` create each when
+missing and grant it what the app needs, table by table (never the whole
+schema, never default privileges): docs/security.md argues each grant. The
+``grant_app_role`` and ``grant_cross_account_role`` commands run them as the
+owner; a host names its own tables (or apps) for the app role as extras.
 """
 
 import re
@@ -18,10 +26,11 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection as default_connection
 
-from .rls import ACCOUNT_TABLES
+from .rls import ACCOUNT_TABLES, CROSS_ACCOUNT_POLICY
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_APP_ROLE = "flowpilot_app"
+DEFAULT_CROSS_ACCOUNT_ROLE = "flowpilot_cross_account"
 
 
 class AppRoleError(Exception):
@@ -49,6 +58,27 @@ def bypass_reasons(cursor, role):
     if owned:
         reasons.append(f"owns (or is a member of the owner of) {', '.join(owned)}, so it can turn RLS off")
     return reasons
+
+
+def cross_account_reasons(cursor, role):
+    """Why ``role`` reads every account through the cross-account policy (empty when it cannot)."""
+    cursor.execute(
+        f"""
+        SELECT DISTINCT r.rolname FROM pg_policy p
+        CROSS JOIN unnest(p.polroles) AS granted(oid)
+        JOIN pg_roles r ON r.oid = granted.oid
+        WHERE p.polname = '{CROSS_ACCOUNT_POLICY}'
+          AND p.polrelid = ANY(SELECT to_regclass(quote_ident(name)) FROM unnest(%s::text[]) AS name)
+          AND pg_has_role(%s::name, r.oid, 'MEMBER')
+        ORDER BY 1
+        """,
+        [list(ACCOUNT_TABLES), role],
+    )
+    readers = [name for (name,) in cursor.fetchall()]
+    if not readers:
+        return []
+    which = "is" if readers == [role] else f"is a member of {', '.join(readers)},"
+    return [f"{which} a cross-account role (policy {CROSS_ACCOUNT_POLICY}), so it reads every account"]
 
 
 ROW_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
@@ -102,66 +132,146 @@ def tables_of_apps(labels):
     return sorted(tables)
 
 
+def _check_role_name(role):
+    if not ROLE_NAME.fullmatch(role):
+        raise AppRoleError(f"role must be a lower-case PostgreSQL identifier (a-z, 0-9, _), got {role!r}")
+
+
+def _check_postgresql(connection):
+    if connection.vendor != "postgresql":
+        raise AppRoleError("database roles and Row-Level Security need PostgreSQL; this database is "
+                           f"{connection.vendor}")
+
+
+def _create_role(cursor, role, quoted):
+    """``CREATE ROLE`` unless it exists: LOGIN, no superuser, no BYPASSRLS, no CREATEDB or CREATEROLE."""
+    # Roles are cluster-wide and several databases may ask at once.
+    cursor.execute(
+        f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+                CREATE ROLE {quoted} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$
+        """
+    )
+
+
+def _grant(cursor, connection, quoted, tables):
+    """USAGE on the tables' schemas, ``tables`` ({name: privileges}), the sequences of the writable ones."""
+    quote = connection.ops.quote_name
+    cursor.execute(
+        "SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = ANY(SELECT to_regclass(quote_ident(name)) FROM unnest(%s::text[]) AS name) "
+        "ORDER BY 1",
+        [list(tables)],
+    )
+    for (schema,) in cursor.fetchall():
+        # Lets the role name the schema's objects; it grants no access to any table.
+        cursor.execute(f"GRANT USAGE ON SCHEMA {quote(schema)} TO {quoted}")
+    sequences = []
+    for table, privileges in sorted(tables.items()):
+        cursor.execute(f"GRANT {privileges} ON TABLE {quote(table)} TO {quoted}")
+        if privileges == ROW_PRIVILEGES:
+            sequences += [
+                sequence["name"] for sequence in connection.introspection.get_sequences(cursor, table)
+            ]
+    for sequence in sorted(sequences):
+        cursor.execute(f"GRANT USAGE, SELECT ON SEQUENCE {quote(sequence)} TO {quoted}")
+    return Grants(tables=dict(sorted(tables.items())), sequences=tuple(sorted(sequences)))
+
+
+def _missing_tables(cursor, tables):
+    cursor.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(quote_ident(name)) IS NULL",
+        [list(tables)],
+    )
+    missing = sorted(name for (name,) in cursor.fetchall())
+    if missing:
+        raise AppRoleError(
+            f"no table {', '.join(missing)} in this database: run `migrate` first, or check the names"
+        )
+
+
+def _app_grants(extra_apps=(), extra_tables=()):
+    tables = {table: READ_PRIVILEGE for table in app_read_tables()}
+    for table in [*app_tables(), *tables_of_apps(extra_apps), *extra_tables]:
+        tables[table] = ROW_PRIVILEGES
+    return tables
+
+
 def ensure_app_role(role=DEFAULT_APP_ROLE, *, extra_apps=(), extra_tables=(), connection=default_connection):
     """Create ``role`` (LOGIN, no superuser, no BYPASSRLS) if missing and grant it what the app uses.
 
     Row privileges on the app's tables, SELECT on the user table, USAGE on the
     sequences of the tables it may write; the same row privileges on the tables of
     ``extra_apps`` (app labels) and on ``extra_tables`` (names), for a host whose
-    serving process connects as this role. Returns the :class:`Grants`.
+    serving process connects as this role. Refuses a role that would escape
+    Row-Level Security or read across accounts. Returns the :class:`Grants`.
     """
-    if not ROLE_NAME.fullmatch(role):
-        raise AppRoleError(f"role must be a lower-case PostgreSQL identifier (a-z, 0-9, _), got {role!r}")
-    if connection.vendor != "postgresql":
-        raise AppRoleError("database roles and Row-Level Security need PostgreSQL; this database is "
-                           f"{connection.vendor}")
-    tables = {table: READ_PRIVILEGE for table in app_read_tables()}
-    for table in [*app_tables(), *tables_of_apps(extra_apps), *extra_tables]:
-        tables[table] = ROW_PRIVILEGES
+    _check_role_name(role)
+    _check_postgresql(connection)
+    tables = _app_grants(extra_apps, extra_tables)
+    quoted = connection.ops.quote_name(role)
+    try:
+        with connection.cursor() as cursor:
+            _missing_tables(cursor, tables)
+            _create_role(cursor, role, quoted)
+            reasons = bypass_reasons(cursor, role) + cross_account_reasons(cursor, role)
+            if reasons:
+                raise AppRoleError(f"role {role} would bypass Row-Level Security: it {'; '.join(reasons)}")
+            return _grant(cursor, connection, quoted, tables)
+    except DatabaseError as exc:
+        raise AppRoleError(f"could not set up role {role}: {exc}".strip()) from exc
+
+
+def ensure_cross_account_role(role=DEFAULT_CROSS_ACCOUNT_ROLE, *, connection=default_connection):
+    """Create ``role`` if missing, grant it the app's tables and name it in the cross-account policy.
+
+    The role gets what the app role gets without extras (row privileges on the
+    app's tables, SELECT on the user table): the app's admin pages, which it
+    serves, edit rows. The policy :data:`CROSS_ACCOUNT_POLICY` on each table
+    with account rows lets it (and the roles already named there) see and write
+    every account's rows, with no setting. Refuses the app role's default name
+    and a role that bypasses RLS anyway (superuser, BYPASSRLS, an owner).
+    Returns the :class:`Grants`.
+    """
+    _check_role_name(role)
+    _check_postgresql(connection)
+    if role == DEFAULT_APP_ROLE:
+        raise AppRoleError(f"{role} is the app role: the cross-account role must be another one, which the "
+                           "app role cannot become")
+    tables = _app_grants()
     quote = connection.ops.quote_name
     quoted = quote(role)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(quote_ident(name)) IS NULL",
-                [list(tables)],
-            )
-            missing = sorted(name for (name,) in cursor.fetchall())
-            if missing:
-                raise AppRoleError(
-                    f"no table {', '.join(missing)} in this database: run `migrate` first, or check the names"
-                )
-            # Roles are cluster-wide and several databases may ask at once.
-            cursor.execute(
-                f"""
-                DO $$ BEGIN
-                    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-                        CREATE ROLE {quoted} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
-                    END IF;
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                END $$
-                """
-            )
+            _missing_tables(cursor, tables)
+            _create_role(cursor, role, quoted)
             reasons = bypass_reasons(cursor, role)
             if reasons:
-                raise AppRoleError(f"role {role} would bypass Row-Level Security: it {'; '.join(reasons)}")
-            cursor.execute(
-                "SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = ANY(SELECT to_regclass(quote_ident(name)) FROM unnest(%s::text[]) AS name) "
-                "ORDER BY 1",
-                [list(tables)],
-            )
-            for (schema,) in cursor.fetchall():
-                # Lets the role name the schema's objects; it grants no access to any table.
-                cursor.execute(f"GRANT USAGE ON SCHEMA {quote(schema)} TO {quoted}")
-            sequences = []
-            for table, privileges in sorted(tables.items()):
-                cursor.execute(f"GRANT {privileges} ON TABLE {quote(table)} TO {quoted}")
-                if privileges == ROW_PRIVILEGES:
-                    sequences += [sequence["name"] for sequence in
-                                  connection.introspection.get_sequences(cursor, table)]
-            for sequence in sorted(sequences):
-                cursor.execute(f"GRANT USAGE, SELECT ON SEQUENCE {quote(sequence)} TO {quoted}")
+                raise AppRoleError(
+                    f"role {role} needs no cross-account policy and must not serve the cross-account pages: "
+                    f"it {'; '.join(reasons)}"
+                )
+            grants = _grant(cursor, connection, quoted, tables)
+            for table in ACCOUNT_TABLES:
+                cursor.execute(
+                    "SELECT coalesce(array_agg(r.rolname ORDER BY r.rolname), '{}') FROM pg_policy p "
+                    "CROSS JOIN unnest(p.polroles) AS granted(oid) JOIN pg_roles r ON r.oid = granted.oid "
+                    "WHERE p.polrelid = %s::regclass AND p.polname = %s",
+                    [table, CROSS_ACCOUNT_POLICY],
+                )
+                [named] = cursor.fetchone()
+                readers = ", ".join(quote(name) for name in sorted({*named, role}))
+                if named:
+                    cursor.execute(f"ALTER POLICY {CROSS_ACCOUNT_POLICY} ON {quote(table)} TO {readers}")
+                else:
+                    cursor.execute(
+                        f"CREATE POLICY {CROSS_ACCOUNT_POLICY} ON {quote(table)} FOR ALL TO {readers} "
+                        "USING (true) WITH CHECK (true)"
+                    )
+            return grants
     except DatabaseError as exc:
         raise AppRoleError(f"could not set up role {role}: {exc}".strip()) from exc
-    return Grants(tables=dict(sorted(tables.items())), sequences=tuple(sorted(sequences)))

@@ -3,9 +3,12 @@ PostgreSQL Row-Level Security: binding the tenant to the database transaction.
 
 The policies (migration ``0002_row_level_security``) let a row of an account
 table be seen or written only when its ``account_id`` equals the transaction's
-``flowpilot.account_id`` setting (memberships: when its ``user_id`` equals
-``flowpilot.user_id``), or when ``flowpilot.cross_account`` is ``on`` (see
-:mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
+``flowpilot.account_id`` setting (memberships are read-only, and also visible
+when their ``user_id`` equals ``flowpilot.user_id``: the request resolves its
+account from them). Two exceptions, neither reachable by the app role whatever
+it sets: a role named in the ``cross_account_readers`` policy reads every
+account, and so does the tables' owner when ``flowpilot.cross_account`` is
+``on`` (see :mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
 reused connection keeps after a transaction that set one, matches nothing.
 
 The settings are made with ``set_config(name, value, true)``: local to the
@@ -15,10 +18,11 @@ inside :func:`tenant_transaction`. On SQLite none of this exists: the
 app-level filter by account is the only layer there.
 """
 
+import logging
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 
 ACCOUNT_SETTING = "flowpilot.account_id"
 USER_SETTING = "flowpilot.user_id"
@@ -27,8 +31,13 @@ STATEMENT_TIMEOUT = "statement_timeout"
 
 # Tables whose rows belong to one account (each has an ``account_id``).
 ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+# The policy, on each of them, naming the roles that read (and write) every account
+# (made by ``grant_cross_account_role``; see :mod:`flowpilot_analytics.db_roles`).
+CROSS_ACCOUNT_POLICY = "cross_account_readers"
 
 _tenant_bound = ContextVar("flowpilot_tenant_bound", default=False)
+
+logger = logging.getLogger(__name__)
 
 
 def tenant_models():
@@ -60,6 +69,29 @@ def transactions(aliases):
         yield aliases
 
 
+def reachable_read_aliases(stack):
+    """:func:`read_aliases`, reading the primary for the rest of ``stack`` when a replica cannot be reached.
+
+    Each replica is connected to now, before anything is read (a kept-alive
+    connection is health-checked as Django does on its first query); one that
+    refuses makes the block read the primary instead, logged as a warning: the
+    figures come from the primary's own rows, just without the replica's relief.
+    """
+    from .routers import PRIMARY, reading_from_primary
+
+    aliases = read_aliases()
+    for alias in aliases:
+        if alias == PRIMARY:
+            continue
+        try:
+            connections[alias].cursor().close()
+        except OperationalError as exc:
+            logger.warning("Database %r is unreachable, the analytics reads use the primary: %s", alias, exc)
+            stack.enter_context(reading_from_primary())
+            return read_aliases()
+    return aliases
+
+
 @contextmanager
 def tenant_transaction():
     """The transaction of one read-only request, on every database its reads use.
@@ -71,7 +103,8 @@ def tenant_transaction():
     """
     token = _tenant_bound.set(True)
     try:
-        with transactions(read_aliases()) as aliases:
+        with ExitStack() as stack:
+            aliases = stack.enter_context(transactions(reachable_read_aliases(stack)))
             yield
             for alias in aliases:
                 transaction.set_rollback(True, using=alias)
@@ -80,7 +113,7 @@ def tenant_transaction():
 
 
 def bind_user(user, *, statement_timeout_ms):
-    """Lets the transaction read ``user``'s memberships (only), within the statement timeout."""
+    """Lets the transaction read ``user``'s own memberships, within the statement timeout."""
     set_local(
         read_aliases(),
         {
@@ -94,7 +127,7 @@ def bind_user(user, *, statement_timeout_ms):
 
 
 def bind_account(account):
-    """Lets the transaction read ``account``'s rows, and no other account's."""
+    """Lets the transaction read ``account``'s rows (its members included), and no other account's."""
     set_local(read_aliases(), {ACCOUNT_SETTING: account.pk})
 
 

@@ -27,7 +27,7 @@ RUNTIME_REQUIREMENTS = {"django", "djangorestframework", "drf-spectacular"}
 EXTRAS = {"postgresql", "demo", "test", "dev"}
 # Never a runtime dependency: only the demo, the tests or a database driver the host chooses need them.
 EXTRA_ONLY = {"factory-boy", "pytest", "pytest-django", "hypothesis", "numpy", "selenium", "schemathesis",
-              "dj-database-url", "drf-spectacular-sidecar", "gunicorn", "psycopg"}
+              "dj-database-url", "drf-spectacular-sidecar", "gunicorn", "psycopg", "redis"}
 # Kinds of file the wheel must carry beside the Python modules.
 MUST_HOLD = {
     "migrations": f"{PACKAGE}/migrations/0001_initial.py",

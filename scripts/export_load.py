@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from scripts.report_sections import write_section  # noqa: E402
 from scripts.serving import (  # noqa: E402
-    HOST, app_url, git_copy, prepare_database, shown, start_gunicorn, stop,
+    HOST, PROXY_HEADERS, app_url, git_copy, prepare_database, shown, start_gunicorn, stop,
 )
 
 OWNER_URL = os.environ.get("EXPORT_LOAD_OWNER_URL", "postgres://postgres@127.0.0.1:5432/flowpilot_export")
@@ -186,7 +186,7 @@ def download(token):
     """Time, bytes, lines and the last line of the export, read as a client would, 64 KiB at a time."""
     conn = http.client.HTTPConnection(HOST, PORT, timeout=600)
     started = time.perf_counter()
-    conn.request("GET", f"{HANDOFFS}?{query()}", headers={"Authorization": f"Token {token}"})
+    conn.request("GET", f"{HANDOFFS}?{query()}", headers={**PROXY_HEADERS, "Authorization": f"Token {token}"})
     response = conn.getresponse()
     if response.status != 200:
         raise SystemExit(f"export: HTTP {response.status}: {response.read(300)!r}")
@@ -205,7 +205,8 @@ def measure(token, *, limits_lifted=True, app_dir=ROOT):
     try:
         pid = worker_pid(server)
         warm = http.client.HTTPConnection(HOST, PORT, timeout=30)
-        warm.request("GET", f"{HANDOFFS}?page_size=1", headers={"Authorization": f"Token {token}"})
+        headers = {**PROXY_HEADERS, "Authorization": f"Token {token}"}
+        warm.request("GET", f"{HANDOFFS}?page_size=1", headers=headers)
         warm.getresponse().read()
         warm.close()
         before = status_kb(pid, "VmRSS")
@@ -242,7 +243,8 @@ def row(size, r):
         return f"| {size:,} | | | | | | | |"
     return (
         f"| {size:,} | {r['rows']:,} | {r['bytes'] / 1e6:.1f} | {r['elapsed']:.1f} |"
-        f" {r['rows'] / r['elapsed']:,.0f} | {mb(r['before'])} | {mb(r['peak'])} | {mb(r['peak'] - r['before'])} |"
+        f" {r['rows'] / r['elapsed']:,.0f} | {mb(r['before'])} | {mb(r['peak'])} |"
+        f" {mb(r['peak'] - r['before'])} |"
     )
 
 

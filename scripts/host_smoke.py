@@ -18,8 +18,10 @@ The wheel in a fresh host project: build, check, install outside the source tree
    ``--postgres-url`` names one, created if missing and emptied first): ``migrate``,
    ``check``, ``makemigrations --check``, ``escalation_report``, then the host's
    own pytest suite (its ``pytest.ini``) against that database. On PostgreSQL also
-   ``grant_app_role`` (with the host's own apps as extras), then ``check --database``
-   and ``escalation_report`` as that role: no warning, no missing grant.
+   ``grant_app_role`` (with the host's own apps as extras) and ``grant_cross_account_role``,
+   then, as the app role: ``escalation_report`` refused (it cannot read across accounts,
+   and says so), and with the cross-account alias (``--rls-settings``) ``check --database``
+   (no warning, no missing grant) and ``escalation_report``.
 
 Exits non-zero at the first failure, saying which step failed. Standard library only.
 """
@@ -40,6 +42,7 @@ from check_wheel import wheel_problems  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 HOST_REQUIREMENTS = ["pytest>=8.0", "pytest-django>=4.9"]
 APP_ROLE = "flowpilot_app"
+CROSS_ACCOUNT_ROLE = "flowpilot_cross_account"
 # The stock startproject's apps whose tables a role serving the whole host needs.
 HOST_APPS = ["auth", "contenttypes", "sessions", "admin"]
 
@@ -55,6 +58,21 @@ def run(command, *, cwd=None, env=None, label):
     if result.returncode != 0:
         raise StepFailed(f"{label}: exit status {result.returncode} ({' '.join(map(str, command))})")
     print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def run_refused(command, *, cwd=None, env=None, label, saying):
+    """``command`` must fail, with ``saying`` in its error output."""
+    print(f"== {label}", flush=True)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode == 0 or saying not in result.stderr:
+        raise StepFailed(f"{label}: expected a refusal saying {saying!r}, got exit status "
+                         f"{result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+    print(f"   refused: {result.stderr.strip().splitlines()[-1]}", flush=True)
+
+
+def as_role(url, role):
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{role}@{parts.hostname}:{parts.port or 5432}", parts.path, "", ""))
 
 
 def source_copy(destination):
@@ -121,11 +139,11 @@ def reset_postgres_database(python, url):
     run([python, "-c", script, maintenance, name], label=f"PostgreSQL database {name}: created afresh")
 
 
-def smoke(python, host, *, settings, database_url, label):
+def smoke(python, host, *, settings, rls_settings, database_url, label):
     env = {
         key: value for key, value in os.environ.items()
         if key not in {"PYTHONPATH", "DJANGO_SETTINGS_MODULE", "DATABASE_URL", "HOST_DATABASE_URL",
-                       "VIRTUAL_ENV", "PYTHONHOME"}
+                       "HOST_CROSS_ACCOUNT_DATABASE_URL", "VIRTUAL_ENV", "PYTHONHOME"}
     }
     env.update({
         "PATH": f"{python.parent}{os.pathsep}{env.get('PATH', '')}",
@@ -148,13 +166,20 @@ def smoke(python, host, *, settings, database_url, label):
     if database_url:
         run([*manage, "grant_app_role", APP_ROLE, "--extra-app", *HOST_APPS], cwd=host, env=env,
             label=f"[{label}] grant_app_role {APP_ROLE} --extra-app {' '.join(HOST_APPS)}")
-        parts = urlsplit(database_url)
-        as_role = {**env, "HOST_DATABASE_URL": urlunsplit(
-            (parts.scheme, f"{APP_ROLE}@{parts.hostname}:{parts.port or 5432}", parts.path, "", ""))}
-        run([*manage, "check", "--database", "default", "--fail-level", "WARNING"], cwd=host, env=as_role,
-            label=f"[{label}] check --database default, as {APP_ROLE}: bound by Row-Level Security")
-        run([*manage, "escalation_report", "--format", "json"], cwd=host, env=as_role,
-            label=f"[{label}] escalation_report as {APP_ROLE}")
+        run([*manage, "grant_cross_account_role", CROSS_ACCOUNT_ROLE], cwd=host, env=env,
+            label=f"[{label}] grant_cross_account_role {CROSS_ACCOUNT_ROLE}")
+        app = {**env, "HOST_DATABASE_URL": as_role(database_url, APP_ROLE)}
+        run_refused([*manage, "escalation_report", "--format", "json"], cwd=host, env=app,
+                    label=f"[{label}] escalation_report as {APP_ROLE} alone: refused, saying why",
+                    saying="grant_cross_account_role")
+        served = {**app, "DJANGO_SETTINGS_MODULE": rls_settings,
+                  "HOST_CROSS_ACCOUNT_DATABASE_URL": as_role(database_url, CROSS_ACCOUNT_ROLE)}
+        run([*manage, "check", "--database", "default", "--database", "cross_account",
+             "--fail-level", "WARNING"], cwd=host, env=served,
+            label=f"[{label}] check --database default --database cross_account, as {APP_ROLE} and "
+                  f"{CROSS_ACCOUNT_ROLE}: bound by RLS, the cross-account faces able to read every account")
+        run([*manage, "escalation_report", "--format", "json"], cwd=host, env=served,
+            label=f"[{label}] escalation_report as {APP_ROLE}, reading through {CROSS_ACCOUNT_ROLE}")
     run([python, "-m", "pytest", "-q", "--create-db", f"--ds={settings}"], cwd=host, env=env,
         label=f"[{label}] the host's smoke suite")
 
@@ -165,6 +190,9 @@ def main(argv=None):
                         help="the host project to install into (default examples/host)")
     parser.add_argument("--settings", default="host.settings",
                         help="its settings module (default host.settings)")
+    parser.add_argument("--rls-settings", default="host.settings_rls",
+                        help="the settings module of the host served as the RLS-bound app role, with the "
+                             "cross-account alias (default host.settings_rls)")
     parser.add_argument("--postgres-url", default=os.environ.get("HOST_SMOKE_DATABASE_URL") or None,
                         help="also run on this PostgreSQL database (created afresh; its name should "
                              "say it is the smoke suite's)")
@@ -191,7 +219,8 @@ def main(argv=None):
         if not databases:
             parser.error("nothing to run: --no-sqlite and no --postgres-url")
         for label, url in databases:
-            smoke(python, host, settings=args.settings, database_url=url, label=label)
+            smoke(python, host, settings=args.settings, rls_settings=args.rls_settings, database_url=url,
+                  label=label)
     except StepFailed as failure:
         print(f"FAIL: {failure}", file=sys.stderr)
         return 1

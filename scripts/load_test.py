@@ -53,6 +53,9 @@ THREADS = int(os.environ.get("LOAD_THREADS", "4"))
 REPORT = ROOT / os.environ.get("LOAD_REPORT", "docs/load-test.md")
 
 CALLERS = ("northwind-engineer", "northwind-admin", "contoso-engineer", "contoso-admin")
+# gunicorn serves plain HTTP on loopback with the production settings (DJANGO_DEBUG=false:
+# HTTPS only, behind a TLS-terminating proxy); the clients send what that proxy would.
+PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
 PERIODS = ("7d", "30d", "90d")
 
 
@@ -113,24 +116,31 @@ def start_server():
         "--threads", str(THREADS), "--keep-alive", "30", "--log-level", "warning",
     ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
+    wait_until_serving(server)
+    return server, command
+
+
+def wait_until_serving(server, timeout=30):
+    """Until gunicorn answers on HOST:PORT; stops it and exits when it does not."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(HOST, PORT, timeout=2)
-            conn.request("GET", "/api/schema/")
+            conn.request("GET", "/api/schema/", headers=PROXY_HEADERS)
             if conn.getresponse().status == 200:
-                return server, command
+                return
         except OSError:
             time.sleep(0.2)
         if server.poll() is not None:
             raise SystemExit(f"gunicorn exited with {server.returncode}")
     server.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within 30 s")
+    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within {timeout} s")
 
 
 def get(conn, token, period):
     started = time.perf_counter()
-    conn.request("GET", f"{URL}?period={period}", headers={"Authorization": f"Token {token}"})
+    headers = {**PROXY_HEADERS, "Authorization": f"Token {token}"}
+    conn.request("GET", f"{URL}?period={period}", headers=headers)
     response = conn.getresponse()
     body = response.read()
     return time.perf_counter() - started, response.status, body
@@ -280,7 +290,8 @@ gunicorn and PostgreSQL share the cores, so they are a floor rather than a capac
 * Demo data (`seed_demo --reset`, then `ANALYZE`): two accounts, {data['handoffs']} handoffs and
   {data['steps']} steps over 90 days.
 * Server: `{' '.join(Path(part).name if part.startswith('/') else part for part in command)}`,
-  `DJANGO_DEBUG=false`, `DJANGO_CONN_MAX_AGE=60`, connected as `{APP_ROLE}`
+  `DJANGO_DEBUG=false` (the production HTTPS settings: the clients send `X-Forwarded-Proto: https`
+  as the TLS-terminating proxy would), `DJANGO_CONN_MAX_AGE=60`, connected as `{APP_ROLE}`
   (Row-Level Security applies: every request binds its account in its transaction).
   The throttle is lifted for the run; the statement timeout is the default.
 * Load: {CONCURRENCY} keep-alive clients on loopback, GET requests rotating over

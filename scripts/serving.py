@@ -16,6 +16,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# gunicorn serves plain HTTP on loopback with the production settings (DEBUG off: HTTPS only,
+# behind a TLS-terminating proxy); every request sends what that proxy would.
+PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
 # The demo project's own tables its serving role needs beside the app's.
 DEMO_APPS = ("auth", "contenttypes", "sessions", "admin", "authtoken")
 
@@ -69,7 +72,7 @@ def start_gunicorn(*, database_url, port, workers=1, threads=2, env=None, app_di
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(HOST, port, timeout=2)
-            conn.request("GET", "/api/schema/")
+            conn.request("GET", "/api/schema/", headers=PROXY_HEADERS)
             if conn.getresponse().status == 200:
                 return server, command
         except OSError:

@@ -9,6 +9,10 @@ from django.test.utils import CaptureQueriesContext
 
 from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.factories import AiSessionFactory, AiSessionStepFactory, SessionHandoffFactory
+from flowpilot_analytics.models import AiSession, AiSessionStep, Membership, SessionHandoff
+
+# The tables holding account rows, under Row-Level Security on PostgreSQL.
+TENANT_MODELS = (AiSession, AiSessionStep, SessionHandoff, Membership)
 
 
 def claimed_handoff(account, *, claimed_at, lag=None, session=None, claimed_by=None):
@@ -35,6 +39,13 @@ def cross_account_overhead():
         with analytics_cross_account():
             pass
     return len(queries)
+
+
+def account_ids_visible():
+    """The account ids of every row each tenant table shows, queried with no filter at all."""
+    return {
+        model.__name__: set(model.objects.values_list("account_id", flat=True)) for model in TENANT_MODELS
+    }
 
 
 # --- The API -----------------------------------------------------------------------------

@@ -7,7 +7,13 @@ from django.db import connection
 from django.utils import timezone as django_timezone
 from rest_framework.test import APIClient
 
-from flowpilot_analytics.db_roles import DEFAULT_APP_ROLE, AppRoleError, ensure_app_role
+from flowpilot_analytics.db_roles import (
+    DEFAULT_APP_ROLE,
+    DEFAULT_CROSS_ACCOUNT_ROLE,
+    AppRoleError,
+    ensure_app_role,
+    ensure_cross_account_role,
+)
 from flowpilot_analytics.factories import AccountFactory, MembershipFactory, UserFactory
 from flowpilot_analytics.models import Membership
 from tests.builders import claimed_handoff
@@ -77,6 +83,19 @@ def member(account):
 
 
 @pytest.fixture
+def two_tenants(account, other_account, member):
+    """Both accounts with data of the last hours and an engineer each; B's figures differ from A's."""
+    now = django_timezone.now()
+    claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=10)
+    claimed_handoff(account, claimed_at=now - timedelta(hours=2), lag=20)
+    for hours in range(1, 4):
+        claimed_handoff(other_account, claimed_at=now - timedelta(hours=hours), lag=500)
+    member(Membership.Role.ENGINEER, account=account)
+    member(Membership.Role.ENGINEER, account=other_account)
+    return account, other_account
+
+
+@pytest.fixture
 def api_client():
     return APIClient()
 
@@ -133,7 +152,7 @@ def frozen_clock(monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _app_role_in_test_database(django_db_setup, django_db_blocker):
-    """Sets up the RLS-bound app role in the test database, once, before any test's transaction.
+    """Sets up the RLS-bound app role and the cross-account role in the test database, once, first.
 
     Fails, never skips, when it cannot: on PostgreSQL the RLS tests must run
     (CI relies on it). Grants made inside a test's transaction would be rolled
@@ -145,8 +164,10 @@ def _app_role_in_test_database(django_db_setup, django_db_blocker):
         assert not connection.in_atomic_block
         try:
             ensure_app_role(DEFAULT_APP_ROLE, extra_apps=DEMO_PROJECT_APPS)
+            ensure_cross_account_role(DEFAULT_CROSS_ACCOUNT_ROLE)
         except AppRoleError as exc:
-            pytest.fail(f"the RLS tests need the app role and cannot set it up: {exc}")
+            pytest.fail(f"the RLS tests need the app role and the cross-account role and cannot set them up: "
+                        f"{exc}")
     return DEFAULT_APP_ROLE
 
 
@@ -158,6 +179,14 @@ def app_role(_app_role_in_test_database):
     return _app_role_in_test_database
 
 
+def set_local_role(role):
+    """The rest of the test's transaction runs as ``role``, bound by Row-Level Security (checked)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {role}")
+        cursor.execute("SELECT current_user, row_security_active('ai_session')")
+        assert cursor.fetchone() == (role, True), f"RLS must apply to {role}"
+
+
 @pytest.fixture
 def become_app_role(app_role, db):
     """Returns a function switching the test's transaction to the app role (ends with the test).
@@ -165,12 +194,28 @@ def become_app_role(app_role, db):
     A superuser bypasses RLS even with FORCE, so every RLS assertion runs after
     this. Build the data first: as the app role, writes need a bound account.
     """
+    return lambda: set_local_role(app_role)
+
+
+@pytest.fixture
+def cross_account_role(app_role):
+    """The role the cross-account faces read through (PostgreSQL only): named in the cross-account policy."""
+    return DEFAULT_CROSS_ACCOUNT_ROLE
+
+
+@pytest.fixture
+def become_cross_account_role(cross_account_role, db):
+    """Returns a function switching the test's transaction to the cross-account role (ends with the test)."""
+    return lambda: set_local_role(cross_account_role)
+
+
+@pytest.fixture
+def become_serving_role(_app_role_in_test_database, db):
+    """As ``become_app_role`` on PostgreSQL; nothing on SQLite, which has no roles (the test runs on both)."""
 
     def become():
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL ROLE {app_role}")
-            cursor.execute("SELECT current_user, row_security_active('ai_session')")
-            assert cursor.fetchone() == (app_role, True), "RLS must apply to the app role"
+        if _app_role_in_test_database is not None:
+            set_local_role(_app_role_in_test_database)
 
     return become
 

@@ -93,10 +93,14 @@ def test_an_admin_narrows_to_one_claimer_or_to_the_deleted_ones(api_client, team
     assert client.get(BY_ENGINEER, {"claimed_by": 2**62}).json()["engineers"] == []
 
 
-def test_an_admin_cannot_learn_the_name_of_a_user_outside_the_account(api_client, team, other_account):
+def test_an_admin_cannot_learn_the_name_of_a_user_outside_the_account(
+    api_client, team, other_account, become_serving_role
+):
+    """As the role the app serves as: Row-Level Security must not hide the account's own members."""
     outsider = UserFactory(username="outsider", first_name="Secret", last_name="Person")
     MembershipFactory(user=outsider, account=other_account, role=Membership.Role.ENGINEER)
     superuser = UserFactory(username="root", first_name="Root", is_superuser=True, is_staff=True)
+    become_serving_role()
     client = as_user(api_client, team["admin"])
 
     for user in (outsider, superuser):

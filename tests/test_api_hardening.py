@@ -37,7 +37,8 @@ def test_past_the_rate_a_user_gets_429_with_retry_after(api_client, member, thro
 
     assert statuses == [200, 200, 200]
     assert refused.status_code == 429
-    assert 0 < int(refused["Retry-After"]) <= 60
+    # The period, and at most a sixtieth more (the count is kept per slot: tests/test_throttle.py).
+    assert 60 <= int(refused["Retry-After"]) <= 61
     assert "throttled" in refused.json()["detail"].lower()
 
 

@@ -11,13 +11,18 @@ from django.core.management import CommandError, call_command
 from django.db import ProgrammingError, connection, transaction
 
 import flowpilot_analytics.api
-from flowpilot_analytics.db_roles import ensure_app_role
+from flowpilot_analytics.db_roles import DEFAULT_APP_ROLE, ensure_app_role, ensure_cross_account_role
+from flowpilot_analytics.rls import ACCOUNT_TABLES, CROSS_ACCOUNT_POLICY
 
 pytestmark = pytest.mark.django_db
 
 
 def rls_warnings():
-    return [message for message in run_checks(databases=["default"]) if message.id.startswith("flowpilot_analytics.")]
+    """The warnings about the app's own connection (W001/W002); W006, about the cross-account faces, apart."""
+    return [
+        message for message in run_checks(databases=["default"])
+        if message.id in {"flowpilot_analytics.W001", "flowpilot_analytics.W002"}
+    ]
 
 
 @pytest.mark.postgres_only
@@ -210,3 +215,69 @@ def test_an_unknown_extra_is_refused_and_nothing_is_granted(fresh_role, options,
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [fresh_role])
         assert cursor.fetchone() == (0,)
+
+
+# --- The cross-account role: grant_cross_account_role ------------------------------------
+
+
+def policy_readers():
+    """{table: [roles named in the cross-account policy]} over the tables with account rows."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, ARRAY(SELECT pg_get_userbyid(r) FROM unnest(p.polroles) AS r ORDER BY 1) "
+            "FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid WHERE p.polname = %s",
+            [CROSS_ACCOUNT_POLICY],
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.postgres_only
+def test_grant_cross_account_role_names_the_role_in_the_policy_and_keeps_the_others(
+    fresh_role, cross_account_role
+):
+    out = StringIO()
+    call_command("grant_cross_account_role", fresh_role, stdout=out)
+    call_command("grant_cross_account_role", fresh_role, stdout=StringIO())  # idempotent
+
+    readers = policy_readers()
+    assert set(readers) == set(ACCOUNT_TABLES)
+    assert all(sorted(roles) == sorted({cross_account_role, fresh_role}) for roles in readers.values())
+    # The app role's grants, without extras: the app's tables, the user table read-only.
+    assert granted_tables(fresh_role)["session_handoff"] == "DELETE, INSERT, SELECT, UPDATE"
+    assert granted_tables(fresh_role)["auth_user"] == "SELECT"
+    assert not can_read(fresh_role, "django_session")
+    assert f"Role {fresh_role} is ready" in out.getvalue() and "CROSS_ACCOUNT_DB_ALIAS" in out.getvalue()
+
+
+@pytest.mark.postgres_only
+def test_grant_cross_account_role_refuses_the_app_role_and_a_superuser():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        [superuser] = cursor.fetchone()
+    with pytest.raises(CommandError, match="is the app role"):
+        call_command("grant_cross_account_role", DEFAULT_APP_ROLE)
+    with pytest.raises(CommandError, match="must not serve the cross-account pages: it is a superuser"):
+        call_command("grant_cross_account_role", superuser)
+
+
+@pytest.mark.postgres_only
+def test_grant_app_role_refuses_a_cross_account_role(fresh_role):
+    ensure_cross_account_role(fresh_role)
+    refusal = f"{fresh_role} would bypass Row-Level Security: it is a cross-account role"
+    with pytest.raises(CommandError, match=refusal):
+        call_command("grant_app_role", fresh_role)
+
+
+@pytest.mark.postgres_only
+def test_the_check_warns_when_the_app_connects_as_a_cross_account_role(become_cross_account_role):
+    become_cross_account_role()
+    [warning] = rls_warnings()
+    assert warning.id == "flowpilot_analytics.W001"
+    assert "cross-account role" in warning.msg and "reads every account" in warning.msg
+
+
+def test_grant_cross_account_role_needs_postgresql():
+    if connection.vendor == "postgresql":
+        pytest.skip("the SQLite run checks the refusal")
+    with pytest.raises(CommandError, match="need PostgreSQL"):
+        call_command("grant_cross_account_role")

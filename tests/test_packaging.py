@@ -27,7 +27,7 @@ VERSION = flowpilot_analytics.__version__
 # Import names of what only the demo, the tests or a database driver bring (pyproject's extras).
 EXTRAS_ONLY_MODULES = [
     "factory", "hypothesis", "numpy", "selenium", "schemathesis", "pytest", "pytest_django",
-    "dj_database_url", "drf_spectacular_sidecar", "gunicorn", "psycopg",
+    "dj_database_url", "drf_spectacular_sidecar", "gunicorn", "psycopg", "redis",
 ]
 
 RUNTIME_PROBE = """

@@ -11,51 +11,30 @@ import json
 import threading
 import wsgiref.util
 from datetime import timedelta
-from io import BytesIO, StringIO
+from io import BytesIO
 
+import psycopg
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.management import call_command
 from django.db import ProgrammingError, connection, connections, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from flowpilot_analytics import rls
 from flowpilot_analytics.api import views
-from flowpilot_analytics.cross_account import CrossAccountRefused, analytics_cross_account
 from flowpilot_analytics.factories import (
     AccountFactory,
-    AiSessionFactory,
     AiSessionStepFactory,
     MembershipFactory,
     UserFactory,
 )
 from flowpilot_analytics.models import AiSession, AiSessionStep, Membership, SessionHandoff
 from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
-from tests.builders import claimed_handoff, figures
+from tests.builders import TENANT_MODELS, account_ids_visible, claimed_handoff, figures
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.django_db]
 
 URL = "/api/v1/analytics/flowpilot/escalations"
-TENANT_MODELS = (AiSession, AiSessionStep, SessionHandoff, Membership)
-
-
-def account_ids_visible():
-    """The account ids of every row each tenant table shows, queried with no filter at all."""
-    return {model.__name__: set(model.objects.values_list("account_id", flat=True)) for model in TENANT_MODELS}
-
-
-@pytest.fixture
-def two_tenants(account, other_account, member):
-    """Both accounts with data of the last hours and an engineer each; B's figures differ from A's."""
-    now = timezone.now()
-    claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=10)
-    claimed_handoff(account, claimed_at=now - timedelta(hours=2), lag=20)
-    for hours in range(1, 4):
-        claimed_handoff(other_account, claimed_at=now - timedelta(hours=hours), lag=500)
-    member(Membership.Role.ENGINEER, account=account)
-    member(Membership.Role.ENGINEER, account=other_account)
-    return account, other_account
 
 
 def test_the_app_role_is_bound_by_rls(app_role, become_app_role):
@@ -126,8 +105,9 @@ def test_queries_without_their_account_filter_see_only_the_bound_account(two_ten
         both = escalation_metrics_by_account(accounts=[account, other_account], period="7d")
         every = escalation_metrics_by_account(period="7d")
 
+    # The bound account's members too (an admin names them), never another account's.
     assert visible == {"AiSession": {account.pk}, "AiSessionStep": {account.pk},
-                       "SessionHandoff": {account.pk}, "Membership": set()}
+                       "SessionHandoff": {account.pk}, "Membership": {account.pk}}
     assert figures(both[account.pk]) == figures(every[account.pk]) == expected
     assert figures(both[other_account.pk]) == figures(every[other_account.pk]) == (0, 0, None, None, None)
 
@@ -192,61 +172,130 @@ def test_writes_outside_the_bound_account_are_refused(two_tenants, become_app_ro
             AiSessionStepFactory(session=session, account=other_account)
 
 
-def test_cross_account_mode_reads_and_writes_every_account(two_tenants, become_app_role):
+# --- No setting the app role can make reads across accounts ---------------------------------
+
+
+def set_config(values):
+    """``set_config(name, value, true)`` as any SQL running as the app role could (injected, or a bug)."""
+    with connection.cursor() as cursor:
+        for name, value in values.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
+
+
+def test_no_setting_the_app_role_can_make_reads_across_accounts(two_tenants, become_app_role):
     account, other_account = two_tenants
+    assert account_ids_visible()["SessionHandoff"] == {account.pk, other_account.pk}  # as the owner
+    nothing = {model.__name__: set() for model in TENANT_MODELS}
     become_app_role()
 
-    with analytics_cross_account():
-        by_account = escalation_metrics_by_account(period="7d")
-        AiSessionFactory(account=other_account)
-        sessions = AiSession.objects.count()
-    outside = escalation_metrics_by_account(period="7d")
-
-    assert by_account[account.pk].n_handoffs_claimed == 2
-    assert by_account[other_account.pk].n_handoffs_claimed == 3
-    assert sessions == 6
-    assert {pk: metrics.n_handoffs_claimed for pk, metrics in outside.items()} == {
-        account.pk: 0, other_account.pk: 0
-    }
-
-
-def test_seed_demo_runs_as_the_app_role_in_cross_account_mode(become_app_role):
-    become_app_role()
-    call_command("seed_demo", stdout=StringIO())
-
-    assert account_ids_visible()["SessionHandoff"] == set(), "the mode ended with the command"
-    with analytics_cross_account():
-        assert SessionHandoff.objects.values("account_id").distinct().count() == 2
+    for value in ("on", "ON", "true", "1", "yes"):
+        set_config({rls.CROSS_ACCOUNT_SETTING: value})
+        assert account_ids_visible() == nothing, f"{rls.CROSS_ACCOUNT_SETTING} = {value!r}"
+    set_config({rls.CROSS_ACCOUNT_SETTING: "on", rls.ACCOUNT_SETTING: "", rls.USER_SETTING: ""})
+    assert account_ids_visible() == nothing
+    # Bound to one account, the mode adds nothing to it.
+    set_config({rls.CROSS_ACCOUNT_SETTING: "on", rls.ACCOUNT_SETTING: str(account.pk)})
+    assert account_ids_visible() == {model.__name__: {account.pk} for model in TENANT_MODELS}
+    # Turning row security off does not lift the policies for a role bound by them: it is an error.
+    with pytest.raises(ProgrammingError, match="row-level security"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL row_security = off")
+            cursor.execute("SELECT count(*) FROM session_handoff")
 
 
-def test_the_apps_admin_lists_read_every_account_and_the_mode_ends_with_them(
-    two_tenants, become_app_role, admin_client
+def login_as(role):
+    """A connection of its own to the test database, logged in as ``role`` (SET ROLE in a superuser's
+    session proves nothing here: PostgreSQL checks SET ROLE against the session's login)."""
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"] or None, port=settings["PORT"] or None, dbname=settings["NAME"], user=role,
+        password=settings["PASSWORD"] or None, autocommit=True,
+    )
+
+
+def test_the_app_role_cannot_become_a_role_that_reads_across_accounts(app_role, cross_account_role):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'session_handoff'")
+        [owner] = cursor.fetchone()
+        cursor.execute(
+            "SELECT pg_has_role(%s, %s, 'MEMBER'), pg_has_role(%s, %s, 'MEMBER')",
+            [app_role, cross_account_role, app_role, owner],
+        )
+        assert cursor.fetchone() == (False, False)
+
+    with login_as(app_role) as app:
+        assert app.execute("SELECT current_user").fetchone() == (app_role,)
+        for statement in (f"SET ROLE {cross_account_role}", f"SET ROLE {owner}",
+                          f"SET SESSION AUTHORIZATION {owner}"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement)
+        assert app.execute("SELECT current_user").fetchone() == (app_role,)
+
+
+def test_catalog_only_the_owner_and_the_cross_account_role_may_read_across_accounts(
+    app_role, cross_account_role
 ):
-    """The stock admin site: the app's own pages enter the mode (the widget's page: see below)."""
-    admin_client.get("/admin/")  # the session and the content types, before the role switch
-    become_app_role()
+    """Every policy of an account table: the tenant's, the owner's mode, or the named cross-account roles."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, p.polname, p.polcmd,
+                   ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r) END
+                         FROM unnest(p.polroles) AS r ORDER BY 1)
+            FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+            WHERE c.relname = ANY(%s) ORDER BY 1, 2
+            """,
+            [list(rls.ACCOUNT_TABLES)],
+        )
+        policies = cursor.fetchall()
+    by_table = {}
+    for table, name, command, roles in policies:
+        by_table.setdefault(table, {})[name] = (command, roles)
+    for table in rls.ACCOUNT_TABLES:
+        own = "account_memberships" if table == "flowpilot_analytics_membership" else "tenant_isolation"
+        assert set(by_table[table]) == {own, "owner_cross_account_mode", rls.CROSS_ACCOUNT_POLICY}, table
+        command, readers = by_table[table][rls.CROSS_ACCOUNT_POLICY]
+        assert cross_account_role in readers
+        assert "public" not in readers and app_role not in readers, table
+        assert by_table[table]["owner_cross_account_mode"][1] == ["public"]  # the expression checks ownership
 
-    sessions = admin_client.get("/admin/flowpilot_analytics/aisession/")
 
-    assert sessions.status_code == 200
-    assert sessions.context["cl"].result_count == 5
-    assert len(sessions.context["cl"].result_list) == 5, "the page's rows are read inside the mode too"
-    assert AiSession.objects.count() == 0, "outside the app's admin pages, the mode is off"
+@pytest.mark.parametrize(
+    ("become", "sees_every_account"),
+    [("become_app_role", False), ("become_cross_account_role", True)],
+)
+def test_what_each_serving_role_sees_with_no_setting_and_with_an_account_bound(
+    two_tenants, request, become, sees_every_account
+):
+    """The RLS tests, as both roles: the app role one account at a time, the cross-account role every one."""
+    account, other_account = two_tenants
+    request.getfixturevalue(become)()
+    every = {model.__name__: {account.pk, other_account.pk} for model in TENANT_MODELS}
+
+    unbound = account_ids_visible()
+    with rls.tenant_transaction():
+        rls.bind_account(account)
+        bound = account_ids_visible()
+        figures_of_other = escalation_metrics(account=other_account, period="7d").n_handoffs_claimed
+
+    if sees_every_account:
+        assert unbound == bound == every
+        assert figures_of_other == 3
+    else:
+        assert unbound == {model.__name__: set() for model in TENANT_MODELS}
+        assert bound == {model.__name__: {account.pk} for model in TENANT_MODELS}
+        assert figures_of_other == 0
 
 
-def test_cross_account_mode_is_refused_inside_an_account_scoped_request(account):
-    with rls.tenant_transaction(), pytest.raises(CrossAccountRefused):
-        with analytics_cross_account():
-            pass
-
-
-def test_the_api_turns_cross_account_mode_off_for_its_request(two_tenants, api_client, become_app_role):
-    """Even a connection left in cross-account mode serves the API only the caller's account."""
+def test_the_api_ignores_a_cross_account_setting_left_on_the_connection(
+    two_tenants, api_client, become_app_role
+):
+    """Even a connection where something switched the setting on serves the API only the caller's account."""
     account, _ = two_tenants
     api_client.force_authenticate(Membership.objects.get(account=account).user)
     become_app_role()
-    rls.set_local(["default"], {rls.CROSS_ACCOUNT_SETTING: "on"})
-    assert account_ids_visible()["AiSession"] == {account.pk, two_tenants[1].pk}
+    set_config({rls.CROSS_ACCOUNT_SETTING: "on"})
+    assert account_ids_visible()["AiSession"] == set()
 
     assert api_client.get(URL, {"period": "7d"}).json()["n_handoffs_claimed"] == 2
 
@@ -338,31 +387,6 @@ def test_settings_do_not_survive_the_request_on_reused_connections_across_thread
             assert (account_setting, user_setting) == ("", "")
             assert timeout == default_timeout
             assert sessions_visible == 0
-
-
-def test_the_report_command_as_the_app_role_shows_every_accounts_figures(two_tenants, become_app_role):
-    account, other_account = two_tenants
-    become_app_role()
-    out = StringIO()
-
-    call_command("escalation_report", "--period", "7d", "--format", "json", stdout=out)
-
-    claimed = {row["account"]: row["n_handoffs_claimed"] for row in json.loads(out.getvalue())}
-    assert claimed == {account.slug: 2, other_account.slug: 3}
-    assert account_ids_visible()["SessionHandoff"] == set(), "the mode ended with the command"
-
-
-def test_the_admin_widget_as_the_app_role_shows_every_accounts_figures(two_tenants, become_app_role, client):
-    account, other_account = two_tenants
-    client.force_login(UserFactory(is_staff=True, is_superuser=True))
-    become_app_role()
-
-    page = client.get("/admin/flowpilot_analytics/escalationsummarypage/")
-
-    assert page.status_code == 200
-    shown = {row.account.pk: row for row in page.context["escalation_summary"].accounts}
-    assert shown[account.pk].for_period("7d").n_handoffs_claimed == 2
-    assert shown[other_account.pk].for_period("7d").n_handoffs_claimed == 3
 
 
 def test_the_per_engineer_and_drill_down_endpoints_show_only_the_bound_accounts_rows(

@@ -44,6 +44,7 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "DB_ALIAS": "default",
         "AUTHENTICATION_CLASSES": None,
         "WIDGET_ACCOUNT_LIMIT": 25,
+        "CROSS_ACCOUNT_DB_ALIAS": None,
         "EXPORT_MAX_ROWS": 100_000,
         "EXPORT_MAX_SECONDS": 25,
     }
@@ -155,10 +156,10 @@ def test_the_apps_authentication_classes_replace_the_hosts(settings, api_client,
         ("AUTHENTICATION_CLASSES", ["django.contrib.auth.models.User"], "E013"),
         ("WIDGET_ACCOUNT_LIMIT", 0, "E014"),
         ("WIDGET_ACCOUNT_LIMIT", "25", "E014"),
-        ("EXPORT_MAX_ROWS", 0, "E015"),
-        ("EXPORT_MAX_ROWS", "100000", "E015"),
-        ("EXPORT_MAX_SECONDS", 0, "E016"),
-        ("EXPORT_MAX_SECONDS", 2.5, "E016"),
+        ("EXPORT_MAX_ROWS", 0, "E016"),
+        ("EXPORT_MAX_ROWS", "100000", "E016"),
+        ("EXPORT_MAX_SECONDS", 0, "E017"),
+        ("EXPORT_MAX_SECONDS", 2.5, "E017"),
     ],
 )
 def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, check_id):

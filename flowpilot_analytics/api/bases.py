@@ -38,6 +38,8 @@ from .throttles import AnalyticsRateThrottle
 logger = logging.getLogger(__name__)
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
+# A read replica cancelled the statement: WAL replay needed what it held ("conflict with recovery").
+SERIALIZATION_FAILURE = "40001"
 # What a connection lost, refused or broken raises through Django (psycopg's OperationalError
 # for "server closed the connection", "terminating connection", "connection refused"...).
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
@@ -52,6 +54,24 @@ class AnalyticsQueryTimeout(APIException):
     default_code = "query_timeout"
     # DRF's exception handler turns ``wait`` into the Retry-After header.
     wait = 30
+
+
+class AnalyticsReplicaConflict(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = (
+        "The analytics read was cancelled by the database (on a read replica: a conflict with "
+        "replication). Try again in a moment."
+    )
+    default_code = "replica_conflict"
+    wait = 5
+
+
+RETRYABLE_SQLSTATES = {QUERY_CANCELED: AnalyticsQueryTimeout, SERIALIZATION_FAILURE: AnalyticsReplicaConflict}
+# Why a streamed export stopped, for its last line, when the database says (else: unavailable).
+INTERRUPTIONS = {
+    QUERY_CANCELED: "a query ran past the statement timeout",
+    SERIALIZATION_FAILURE: "the read replica cancelled a query",
+}
 
 
 class DatabaseUnavailable(APIException):
@@ -180,8 +200,9 @@ class AccountScopedApi(APIView):
         # A failed transaction is rolled back by tenant_transaction(), as every one is; a
         # broken connection is closed by Django then, and the next request opens a new one.
         if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
-            if getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED:
-                exc = AnalyticsQueryTimeout()
+            retryable = RETRYABLE_SQLSTATES.get(getattr(exc.__cause__, "sqlstate", None))
+            if retryable:
+                exc = retryable()
             else:
                 logger.warning("Analytics request answered 503, the database is unavailable: %s", exc)
                 self.error_in_json = True
@@ -317,11 +338,9 @@ class WindowedApi(AccountScopedApi):
                     yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
             except DATABASE_UNAVAILABLE_ERRORS as exc:
                 # The status (200) is sent: the file itself must say that it is incomplete.
-                cancelled = getattr(exc.__cause__, "sqlstate", None) == QUERY_CANCELED
                 logger.warning("Analytics CSV export interrupted after %s rows: %s", limited.count, exc)
-                reason = "the database became unavailable"
-                if cancelled:
-                    reason = "a query ran past the statement timeout"
+                sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                reason = INTERRUPTIONS.get(sqlstate, "the database became unavailable")
                 limited.stopped = f"Interrupted after {limited.count} rows: {reason}"
             if limited.stopped:
                 again = f"ask again with cursor={resume(limited.last)}" if limited.last else "ask again"

@@ -33,6 +33,7 @@ NOT_ACCEPTABLE = (
 )
 THROTTLED = "Too many requests: wait the number of seconds in the Retry-After header."
 UNAVAILABLE = (
-    "The query ran past the server's statement timeout and was cancelled, or the database is "
-    "unavailable (always JSON); retry after the number of seconds in the Retry-After header."
+    "The query ran past the server's statement timeout, or a read replica cancelled it (a conflict "
+    "with replication), or the database is unavailable (always JSON); retry after the number of "
+    "seconds in the Retry-After header."
 )

@@ -113,8 +113,10 @@ class Command(BaseCommand):
 
         now = timezone.now()
         # A report spans accounts: the documented cross-account mode (RLS would
-        # otherwise show the app role no rows at all).
-        with analytics_cross_account():
+        # otherwise show the app role no rows at all, which it says rather than print zeros).
+        with analytics_cross_account() as mode:
+            if mode.problem:
+                raise CommandError(mode.problem)
             metrics = escalation_metrics_by_account(
                 accounts=[account.pk for account in selected], period=period, now=now
             )

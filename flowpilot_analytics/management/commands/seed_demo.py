@@ -34,8 +34,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, reset, seed, **options):
         demo = demo_module()
-        # Demo data spans every account: under Row-Level Security that takes the explicit mode.
-        with analytics_cross_account():
+        # Demo data spans every account: under Row-Level Security that takes the explicit
+        # mode, as the tables' owner (or through the cross-account alias).
+        with analytics_cross_account() as mode:
+            if mode.problem:
+                raise CommandError(f"seed_demo writes every account's rows. {mode.problem} Or run it as the "
+                                   "owner of the tables (the role that ran `migrate`).")
             accounts, logins, created = demo.seed_demo(now=timezone.now(), reset=reset, seed=seed)
         for account in accounts:
             if created[account.slug]:
