@@ -315,3 +315,36 @@ def test_a_format_that_cannot_be_given_is_answered_after_authentication(client, 
         assert refused.status_code == 400 and refused.json() == {"format": ["Allowed values: json, csv."]}
     else:
         assert refused.status_code == 406 and "Accept" in refused.json()["detail"]
+
+
+@pytest.fixture
+def reconnecting_fails(monkeypatch):
+    """Arms a database gone once the request's work is done: restoring autocommit (a reconnect) fails, once."""
+    wrapper = connections["default"]
+    real = wrapper.set_autocommit
+
+    def set_autocommit(autocommit, *args, **kwargs):
+        if autocommit:
+            monkeypatch.setattr(wrapper, "set_autocommit", real)
+            raise OperationalError('connection failed: connection to server at "127.0.0.1", port 5432 failed')
+        return real(autocommit, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr(wrapper, "set_autocommit", set_autocommit)
+
+
+def test_a_database_lost_as_the_request_ends_keeps_the_answer_already_made(client, callers, reconnecting_fails):
+    client.force_login(callers["engineer"])
+    reconnecting_fails()
+    response = client.get(URL, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    assert client.get(URL).status_code == 200
+
+
+def test_a_database_lost_during_and_after_the_request_is_a_503(client, callers, monkeypatch, reconnecting_fails):
+    def lost(**kwargs):
+        raise OperationalError("consuming input failed: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(views, "escalation_metrics", lost)
+    client.force_login(callers["engineer"])
+    reconnecting_fails()
+    assert_database_unavailable(client.get(URL, HTTP_ACCEPT="text/html"))

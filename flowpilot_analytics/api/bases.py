@@ -142,8 +142,19 @@ class AccountScopedApi(APIView):
 
     def dispatch(self, request, *args, **kwargs):
         # initial() enters the request's transaction; it ends here, with the response final.
-        with ExitStack() as self.request_scope:
-            return super().dispatch(request, *args, **kwargs)
+        response = None
+        try:
+            with ExitStack() as self.request_scope:
+                response = super().dispatch(request, *args, **kwargs)
+        except DATABASE_UNAVAILABLE_ERRORS as exc:
+            # Leaving the transaction needs the database too: after a failed rollback Django
+            # drops the connection and reconnects to restore autocommit, which fails while the
+            # database is down. Nothing was written; the answer already made stands.
+            if response is None:
+                response = self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
+            else:
+                logger.warning("Analytics request: the database failed as its transaction ended: %s", exc)
+        return response
 
     def initial(self, request, *args, **kwargs):
         # Opened here rather than around dispatch(), so that a database that cannot
