@@ -68,19 +68,25 @@ def start_gunicorn(*, database_url, port, workers=1, threads=2, env=None, app_di
     ]
     # gunicorn puts its working directory first on sys.path: the app served is app_dir's.
     server = subprocess.Popen(command, cwd=app_dir, env=environment)
-    deadline = time.monotonic() + 30
+    wait_until_serving(server, port)
+    return server, command
+
+
+def wait_until_serving(server, port, timeout=30):
+    """Until gunicorn answers on HOST:``port``; stops it and exits when it does not."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection(HOST, port, timeout=2)
             conn.request("GET", "/api/schema/", headers=PROXY_HEADERS)
             if conn.getresponse().status == 200:
-                return server, command
+                return
         except OSError:
             time.sleep(0.2)
         if server.poll() is not None:
             raise SystemExit(f"gunicorn exited with {server.returncode}")
     server.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{port} within 30 s")
+    raise SystemExit(f"gunicorn did not answer on {HOST}:{port} within {timeout} s")
 
 
 def stop(server):

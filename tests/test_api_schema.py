@@ -110,14 +110,19 @@ def role_headers(account, member, settings, request, wsgi_keeps_test_connection)
     return headers
 
 
+def fuzzing(max_examples):
+    """Hypothesis's settings of a Schemathesis test here."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        # CI replays the same examples on every run; elsewhere each run explores anew.
+        derandomize=bool(os.environ.get("CI")),
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 @schema.parametrize()
-@settings(
-    max_examples=40,
-    deadline=None,
-    # CI replays the same examples on every run; elsewhere each run explores anew.
-    derandomize=bool(os.environ.get("CI")),
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzzing(max_examples=40)
 @pytest.mark.parametrize("role", ROLES)
 def test_the_api_conforms_to_its_schema(case, role, role_headers, schemathesis_examples):
     schemathesis_examples[role] += 1
@@ -144,12 +149,7 @@ BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.
 
 
 @schema.parametrize()
-@settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=bool(os.environ.get("CI")),
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzzing(max_examples=20)
 @pytest.mark.parametrize("role", ROLES)
 def test_no_answer_is_a_server_error_when_a_browser_asks(case, role, role_headers, schemathesis_examples):
     """As the schema's test above, with a browser's Accept: HTML is not in the schema, so only no 5xx.
