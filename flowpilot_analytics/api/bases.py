@@ -11,7 +11,7 @@ from contextlib import ExitStack, closing, contextmanager
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connections
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -149,7 +149,11 @@ class AccountScopedApi(APIView):
         except DATABASE_UNAVAILABLE_ERRORS as exc:
             # Leaving the transaction needs the database too: after a failed rollback Django
             # drops the connection and reconnects to restore autocommit, which fails while the
-            # database is down. Nothing was written; the answer already made stands.
+            # database is down. Nothing was written; the answer already made stands, and the
+            # connection, left without autocommit, is dropped (the next request opens one).
+            for alias in rls.read_aliases():
+                if not connections[alias].in_atomic_block:
+                    connections[alias].close()
             if response is None:
                 response = self.finalize_response(self.request, self.handle_exception(exc), *args, **kwargs)
             else:
