@@ -319,7 +319,8 @@ def test_a_format_that_cannot_be_given_is_answered_after_authentication(client, 
 
 @pytest.fixture
 def reconnecting_fails(monkeypatch):
-    """Arms a database gone once the request's work is done: restoring autocommit (a reconnect) fails, once."""
+    """Arms a database gone once the request's work is done: restoring autocommit (a reconnect)
+    fails, once."""
     wrapper = connections["default"]
     real = wrapper.set_autocommit
 
@@ -335,7 +336,9 @@ def reconnecting_fails(monkeypatch):
         real(True)
 
 
-def test_a_database_lost_as_the_request_ends_keeps_the_answer_already_made(client, callers, reconnecting_fails):
+def test_a_database_lost_as_the_request_ends_keeps_the_answer_already_made(
+    client, callers, reconnecting_fails
+):
     client.force_login(callers["engineer"])
     reconnecting_fails()
     response = client.get(URL, HTTP_ACCEPT="text/html")
@@ -345,7 +348,9 @@ def test_a_database_lost_as_the_request_ends_keeps_the_answer_already_made(clien
     assert client.get(URL).status_code == 200
 
 
-def test_a_database_lost_during_and_after_the_request_is_a_503(client, callers, monkeypatch, reconnecting_fails):
+def test_a_database_lost_during_and_after_the_request_is_a_503(
+    client, callers, monkeypatch, reconnecting_fails
+):
     def lost(**kwargs):
         raise OperationalError("consuming input failed: server closed the connection unexpectedly")
 
