@@ -147,7 +147,8 @@ def compact_duration(seconds):
     seconds = round(seconds)
     if seconds == 0:
         return "0"
-    for unit, name, smaller, smaller_name in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"), (60, "m", 1, "s")):
+    units = ((86400, "d", 3600, "h"), (3600, "h", 60, "m"), (60, "m", 1, "s"))
+    for unit, name, smaller, smaller_name in units:
         if seconds >= unit:
             whole, rest = divmod(seconds, unit)
             rest //= smaller
@@ -237,9 +238,9 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
     tick = 0
     while tick <= lag_top_value + 1e-9:
         parts.append(
-            f'<line class="fp-grid" x1="{_number(left)}" y1="{_number(y(tick))}" x2="{_number(width - right)}" '
-            f'y2="{_number(y(tick))}" stroke="currentColor" stroke-opacity="{0.35 if tick == 0 else 0.12}" '
-            f'stroke-width="1"/>'
+            f'<line class="fp-grid" x1="{_number(left)}" y1="{_number(y(tick))}" '
+            f'x2="{_number(width - right)}" y2="{_number(y(tick))}" stroke="currentColor" '
+            f'stroke-opacity="{0.35 if tick == 0 else 0.12}" stroke-width="1"/>'
             f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(y(tick) + 4)}" text-anchor="end" '
             f'font-size="11" fill="currentColor" fill-opacity="0.75">{escape(compact_duration(tick))}</text>'
         )
@@ -263,7 +264,9 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
         if a.seconds is None or b.seconds is None:
             continue
         thin = a.thin or b.thin
-        style = ' stroke-width="1.25" stroke-opacity="0.4" stroke-dasharray="3 3"' if thin else ' stroke-width="2"'
+        style = ' stroke-width="2"'
+        if thin:
+            style = ' stroke-width="1.25" stroke-opacity="0.4" stroke-dasharray="3 3"'
         parts.append(
             f'<line class="fp-line{" fp-thin" if thin else ""}" x1="{_number(x(index))}" '
             f'y1="{_number(y(a.seconds))}" x2="{_number(x(index + 1))}" y2="{_number(y(b.seconds))}" '
@@ -291,12 +294,14 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
         f'<text class="fp-panel-label" x="{_number(left)}" y="{_number(count_top - 7)}" font-size="12" '
         f'fill="currentColor">Handoffs claimed per {"week" if every_week else "day"} '
         f"(dark: with an action)</text>"
-        f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(bar_y(most_claimed) + 9)}" text-anchor="end" '
-        f'font-size="11" fill="currentColor" fill-opacity="0.75">{most_claimed if points else 0}</text>'
+        f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(bar_y(most_claimed) + 9)}" '
+        f'text-anchor="end" font-size="11" fill="currentColor" fill-opacity="0.75">'
+        f"{most_claimed if points else 0}</text>"
         f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(count_bottom)}" text-anchor="end" '
         f'font-size="11" fill="currentColor" fill-opacity="0.75">0</text>'
-        f'<line class="fp-grid" x1="{_number(left)}" y1="{_number(count_bottom)}" x2="{_number(width - right)}" '
-        f'y2="{_number(count_bottom)}" stroke="currentColor" stroke-opacity="0.35" stroke-width="1"/>'
+        f'<line class="fp-grid" x1="{_number(left)}" y1="{_number(count_bottom)}" '
+        f'x2="{_number(width - right)}" y2="{_number(count_bottom)}" stroke="currentColor" '
+        f'stroke-opacity="0.35" stroke-width="1"/>'
     )
     bar_w = max(1.0, min(28.0, plot_w / max(n, 1) * 0.7))
     for index, point in enumerate(points):
@@ -311,8 +316,9 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
             )
         if point.n_with_action:
             parts.append(
-                f'<rect class="fp-with-action" x="{_number(left_edge)}" y="{_number(bar_y(point.n_with_action))}" '
-                f'width="{_number(bar_w)}" height="{_number(count_bottom - bar_y(point.n_with_action))}" '
+                f'<rect class="fp-with-action" x="{_number(left_edge)}" '
+                f'y="{_number(bar_y(point.n_with_action))}" width="{_number(bar_w)}" '
+                f'height="{_number(count_bottom - bar_y(point.n_with_action))}" '
                 f'fill="currentColor" fill-opacity="0.75"/>'
             )
         parts.append("</g>")
@@ -335,15 +341,16 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
         )
     if every_week and n:
         parts.append(
-            f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(count_bottom + 17)}" text-anchor="end" '
-            f'font-size="11" fill="currentColor" fill-opacity="0.75">week of</text>'
+            f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(count_bottom + 17)}" '
+            f'text-anchor="end" font-size="11" fill="currentColor" fill-opacity="0.75">week of</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _counts_text(point):
-    return f"{point.n_with_action} of {point.n_claimed} handoff{'' if point.n_claimed == 1 else 's'} with an action"
+    plural = "" if point.n_claimed == 1 else "s"
+    return f"{point.n_with_action} of {point.n_claimed} handoff{plural} with an action"
 
 
 @dataclass(frozen=True)

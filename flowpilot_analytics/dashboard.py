@@ -43,11 +43,29 @@ from .api.tenancy import (
     membership_for_request,
     memberships_of,
 )
-from .charts import THIN_POINT_HANDOFFS, DistributionBar, TrendPoint, day_month, distribution_chart_svg, trend_chart_svg
+from .charts import (
+    THIN_POINT_HANDOFFS,
+    DistributionBar,
+    TrendPoint,
+    day_month,
+    distribution_chart_svg,
+    trend_chart_svg,
+)
 from .conf import app_settings
 from .constants import METRIC_DEFINITION
 from .durations import NO_VALUE, human_duration
-from .figures import ACTION_RATE, CONTRACT, COUNT, COVERAGE, DISTRIBUTION, MEDIAN, RATE, SECONDS, figure_changes, in_sections
+from .figures import (
+    ACTION_RATE,
+    CONTRACT,
+    COUNT,
+    COVERAGE,
+    DISTRIBUTION,
+    MEDIAN,
+    RATE,
+    SECONDS,
+    figure_changes,
+    in_sections,
+)
 from .selectors import (
     escalation_metrics,
     escalation_metrics_by_engineer,
@@ -68,7 +86,9 @@ WINDOW_FIELDS = ("period", "start", "end", "time_zone")
 # The figures of the cards: the contract's seed figures, and the action rate (the conversion signal).
 CARD_FIGURES = (*in_sections(CONTRACT), ACTION_RATE)
 # The columns of the per-engineer table, and of the trend's table.
-ENGINEER_FIGURES = tuple(figure for figure in in_sections(CONTRACT, COVERAGE) if figure.kind is not DISTRIBUTION)
+ENGINEER_FIGURES = tuple(
+    figure for figure in in_sections(CONTRACT, COVERAGE) if figure.kind is not DISTRIBUTION
+)
 TREND_FIGURES = in_sections(CONTRACT)
 # The lag the trend chart plots.
 TREND_FIGURE = MEDIAN
@@ -153,7 +173,9 @@ class Card:
             amount, words = f"{100 * abs(change):.1f} points", ("higher", "lower")
         else:
             amount, words = f"{abs(change):,}", ("more", "fewer")
-        return f"{amount} {words[0] if change > 0 else words[1]} than the previous {span} ({self.previous.text})"
+        return (
+            f"{amount} {words[0] if change > 0 else words[1]} than the previous {span} ({self.previous.text})"
+        )
 
     @property
     def direction(self):
@@ -224,7 +246,7 @@ def form_query(query_params):
 
 
 def period_options(chosen):
-    """The window menu: ``(value, label, selected)``, the periods then custom dates (and a bad value, to fix)."""
+    """The window menu, ``(value, label, selected)``: the periods, custom dates (and a bad value, to fix)."""
     options = [(period, f"Last {PERIOD_DAYS[period]} days", period == chosen) for period in PERIODS]
     if chosen and chosen not in PERIODS:
         options.append((chosen, f"{chosen} (not a period)", True))
@@ -283,7 +305,10 @@ class EscalationDashboardView(View):
         except ValidationError as error:
             messages = error.detail.get(ACCOUNT_PARAM, []) if isinstance(error.detail, dict) else error.detail
             return self.chooser(
-                request, status=400, heading="This link names no account", message=" ".join(map(str, messages))
+                request,
+                status=400,
+                heading="This link names no account",
+                message=" ".join(map(str, messages)),
             )
         if not may_read_analytics(membership):
             return self.refused(request, membership)
@@ -303,11 +328,15 @@ class EscalationDashboardView(View):
             "page_url": request.path,
         }
         if not params.is_valid():
-            errors = {name: [str(message) for message in messages] for name, messages in params.errors.items()}
+            errors = {
+                name: [str(message) for message in messages] for name, messages in params.errors.items()
+            }
             context["errors"] = errors
             context["period_options"] = period_options(query.get("period", ""))
             context["other_errors"] = [
-                f"{name}: {message}" for name, messages in errors.items() if name not in FORM_FIELDS
+                f"{name}: {message}"
+                for name, messages in errors.items()
+                if name not in FORM_FIELDS
                 for message in messages
             ]
             return render(request, DASHBOARD_TEMPLATE, context, status=400)
@@ -327,9 +356,13 @@ class EscalationDashboardView(View):
         previous = escalation_metrics(account=account, window=window.previous(), now=now)
         change = figure_changes(metrics, previous)
         buckets = escalation_trend(account=account, window=window, interval=interval, now=now)
-        engineers = escalation_metrics_by_engineer(account=account, window=window, now=now, claimed_by=claimer)
+        engineers = escalation_metrics_by_engineer(
+            account=account, window=window, now=now, claimed_by=claimer
+        )
         waiting = list(
-            handoff_rows(handoffs_without_action(account=account, window=window, claimed_by=claimer)[:WAITING_LIMIT])
+            handoff_rows(
+                handoffs_without_action(account=account, window=window, claimed_by=claimer)[:WAITING_LIMIT]
+            )
         )
 
         span = span_text(window.length)
@@ -356,7 +389,12 @@ class EscalationDashboardView(View):
             for start, end, figures in buckets
         ]
         points = [
-            TrendPoint(row["day"], TREND_FIGURE.of(figures), figures.n_handoffs_claimed, figures.n_handoffs_with_action)
+            TrendPoint(
+                row["day"],
+                TREND_FIGURE.of(figures),
+                figures.n_handoffs_claimed,
+                figures.n_handoffs_with_action,
+            )
             for row, (_, _, figures) in zip(trend_rows, buckets)
         ]
         unit = "week" if interval == "week" else "day"
@@ -368,13 +406,15 @@ class EscalationDashboardView(View):
             description=(
                 f"{TREND_FIGURE.label} seconds from claim to first action for each {unit} of the window "
                 f"({window_caption(window)}), above the number of handoffs claimed that {unit}. "
-                f"{thin_count} point{'' if thin_count == 1 else 's'} rest on fewer than {THIN_POINT_HANDOFFS} "
+                f"{thin_count} point{'' if thin_count == 1 else 's'} rest on fewer than "
+                f"{THIN_POINT_HANDOFFS} "
                 "handoffs with an action and are drawn hollow. The table after the chart gives every "
                 f"{unit}'s figures."
             ),
             interval=interval,
             reference=TREND_FIGURE.of(metrics),
-            reference_label=f"{TREND_FIGURE.label} of the whole window: {human_duration(TREND_FIGURE.of(metrics))}",
+            reference_label=f"{TREND_FIGURE.label} of the whole window: "
+            f"{human_duration(TREND_FIGURE.of(metrics))}",
         )
 
         distribution = [
@@ -387,9 +427,7 @@ class EscalationDashboardView(View):
             title="Time to first action, by range",
             description=(
                 f"How many of the {metrics.n_handoffs_with_action} handoffs with an action waited how long "
-                "after the claim: "
-                + "; ".join(f"{bar.label}: {bar.count}" for bar in distribution)
-                + "."
+                "after the claim: " + "; ".join(f"{bar.label}: {bar.count}" for bar in distribution) + "."
             ),
         )
 
@@ -422,8 +460,12 @@ class EscalationDashboardView(View):
             "summary": api_url(
                 "escalation-metrics", account=account.pk, **window_params, compare="previous", format="csv"
             ),
-            "trend": api_url("escalation-trend", account=account.pk, **window_params, interval=interval, format="csv"),
-            "engineers": api_url("escalations-by-engineer", account=account.pk, **window_params, format="csv"),
+            "trend": api_url(
+                "escalation-trend", account=account.pk, **window_params, interval=interval, format="csv"
+            ),
+            "engineers": api_url(
+                "escalations-by-engineer", account=account.pk, **window_params, format="csv"
+            ),
             "waiting": api_url(
                 "escalation-handoffs",
                 account=account.pk,
@@ -456,7 +498,11 @@ class EscalationDashboardView(View):
             "waiting_limit": WAITING_LIMIT,
             "csv": csv,
             "waiting_api_url": api_url(
-                "escalation-handoffs", account=account.pk, **window_params, has_action="false", ordering="claimed_at"
+                "escalation-handoffs",
+                account=account.pk,
+                **window_params,
+                has_action="false",
+                ordering="claimed_at",
             ),
             "api_url": api_url("escalation-metrics", account=account.pk, **window_params, compare="previous"),
         }
@@ -504,19 +550,21 @@ class EscalationDashboardView(View):
         if membership is None:
             # No membership at all (platform staff included): nothing here is about a role in an account.
             message = (
-                "Your login is not a member of any FlowPilot account, so there are no escalation figures to show "
-                "you here. This page is for the engineers and admins of an account: ask an admin of yours to add "
-                "you."
+                "Your login is not a member of any FlowPilot account, so there are no escalation figures "
+                "to show you here. This page is for the engineers and admins of an account: ask an admin "
+                "of yours to add you."
             )
         else:
             message = (
-                f"Your role in {membership.account.name} is {membership.role}: its escalation figures are shown to "
-                "its engineers and admins. Ask one of its admins if you need them."
+                f"Your role in {membership.account.name} is {membership.role}: its escalation figures are "
+                "shown to its engineers and admins. Ask one of its admins if you need them."
             )
         extra = {}
         if may_view_escalation_summary(request.user):
             try:
-                extra["staff_summary_url"] = reverse("admin:flowpilot_analytics_escalationsummarypage_changelist")
+                extra["staff_summary_url"] = reverse(
+                    "admin:flowpilot_analytics_escalationsummarypage_changelist"
+                )
             except NoReverseMatch:
                 pass
         return self.notice(

@@ -26,7 +26,13 @@ from .authentication import analytics_authenticators
 from .permissions import HasAccountRole
 from .renderers import CsvRenderer, csv_lines, streaming_csv
 from .serializers import WindowQuerySerializer
-from .tenancy import ACCOUNT_PARAM, ANALYTICS_ROLES, MAX_ACCOUNT_ID, claimer_in_scope, membership_for_request
+from .tenancy import (
+    ACCOUNT_PARAM,
+    ANALYTICS_ROLES,
+    MAX_ACCOUNT_ID,
+    claimer_in_scope,
+    membership_for_request,
+)
 from .throttles import AnalyticsRateThrottle
 
 QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout
@@ -245,4 +251,6 @@ class ClaimerScopedApi(WindowedApi):
 
     def claimer(self, request, params):
         """Whose handoffs to read: the ``claimed_by`` asked for, checked against the caller's role."""
-        return claimer_in_scope(membership=self.membership, user=request.user, claimed_by=params.get("claimed_by"))
+        return claimer_in_scope(
+            membership=self.membership, user=request.user, claimed_by=params.get("claimed_by")
+        )

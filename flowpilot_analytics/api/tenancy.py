@@ -69,7 +69,8 @@ def membership_for_request(*, user, query_params):
 
 def memberships_of(*, user):
     """Every membership of ``user``, with its account, by account name (the page's account chooser)."""
-    return list(Membership.objects.select_related("account").filter(user=user).order_by("account__name", "account_id"))
+    memberships = Membership.objects.select_related("account").filter(user=user)
+    return list(memberships.order_by("account__name", "account_id"))
 
 
 def may_read_analytics(membership):
