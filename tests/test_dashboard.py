@@ -410,6 +410,12 @@ def test_a_parameter_given_twice_is_a_400_naming_it(logged_in, member):
     assert "Give period once." in html.unescape(response.content.decode())
 
 
+def test_a_parameter_the_form_has_not_is_listed_above_it(logged_in, member):
+    client = logged_in(member(Membership.Role.ENGINEER))
+    response = page(client, 400, format="xml")
+    assert 'format: "xml" is not a valid format. Allowed values: json, csv.' in visible_text(response)
+
+
 def test_an_empty_form_field_is_a_field_not_filled(logged_in, member):
     """The form sends every field; an empty one (period on "Custom", no dates) is left out, as not given."""
     client = logged_in(member(Membership.Role.ENGINEER))
