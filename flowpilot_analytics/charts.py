@@ -190,7 +190,7 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
     if width <= 0 or height <= 0:
         raise ValueError("width and height must be positive")
     points = list(points)
-    left, right, top_pad = 58.0, 12.0, 22.0
+    left, right, top_pad = 58.0, 16.0, 22.0
     lag_h, gap, count_h, axis_h = height - 118.0, 26.0, 44.0, 26.0
     plot_w = width - left - right
     lag_top, lag_bottom = top_pad, top_pad + lag_h
@@ -294,15 +294,19 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
         f'<text class="fp-panel-label" x="{_number(left)}" y="{_number(count_top - 7)}" font-size="12" '
         f'fill="currentColor">Handoffs claimed per {"week" if every_week else "day"} '
         f"(dark: with an action)</text>"
-        f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(bar_y(most_claimed) + 9)}" '
-        f'text-anchor="end" font-size="11" fill="currentColor" fill-opacity="0.75">'
-        f"{most_claimed if points else 0}</text>"
         f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(count_bottom)}" text-anchor="end" '
         f'font-size="11" fill="currentColor" fill-opacity="0.75">0</text>'
         f'<line class="fp-grid" x1="{_number(left)}" y1="{_number(count_bottom)}" '
         f'x2="{_number(width - right)}" y2="{_number(count_bottom)}" stroke="currentColor" '
         f'stroke-opacity="0.35" stroke-width="1"/>'
     )
+    if not write_counts:
+        # The scale of the bars, when their counts are not written on them.
+        parts.append(
+            f'<text class="fp-tick" x="{_number(left - 6)}" y="{_number(bar_y(most_claimed) + 9)}" '
+            f'text-anchor="end" font-size="11" fill="currentColor" fill-opacity="0.75">'
+            f"{most_claimed if points else 0}</text>"
+        )
     bar_w = max(1.0, min(28.0, plot_w / max(n, 1) * 0.7))
     for index, point in enumerate(points):
         left_edge = x(index) - bar_w / 2
@@ -332,12 +336,16 @@ def trend_chart_svg(points, *, chart_id, title, description, interval="day", ref
     for index in sorted(labelled):
         point = points[index]
         text = day_month(point.day, year=several_years and (index == min(labelled) or point.day.month == 1))
+        # Centred under its bucket, but never past the chart's edges (about 6.5 units a character).
+        half = len(text) * 3.3
+        anchor = "end" if x(index) + half > width else "start" if x(index) - half < 0 else "middle"
+        text_x = {"end": width - 1, "start": 1, "middle": x(index)}[anchor]
         parts.append(
             f'<line class="fp-grid" x1="{_number(x(index))}" y1="{_number(count_bottom)}" '
             f'x2="{_number(x(index))}" y2="{_number(count_bottom + 4)}" stroke="currentColor" '
             f'stroke-opacity="0.5" stroke-width="1"/>'
-            f'<text class="fp-date" x="{_number(x(index))}" y="{_number(count_bottom + 17)}" '
-            f'text-anchor="middle" font-size="11" fill="currentColor">{escape(text)}</text>'
+            f'<text class="fp-date" x="{_number(text_x)}" y="{_number(count_bottom + 17)}" '
+            f'text-anchor="{anchor}" font-size="11" fill="currentColor">{escape(text)}</text>'
         )
     if every_week and n:
         parts.append(

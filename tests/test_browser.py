@@ -325,6 +325,26 @@ def test_the_dashboard_in_chromium_for_an_engineer_and_an_admin(live_server, fro
         else:
             assert len(engineers) == 3
 
+    # By keyboard alone: the form's fields in order, then the trend's table opened from its summary.
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{live_server.url}{DASHBOARD}")
+    stops = []
+    for _ in range(40):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        active = browser.switch_to.active_element
+        stops.append(active.get_attribute("id") or active.text)
+        if active.text == "The trend as a table":
+            break
+    form_fields = [stop for stop in stops if stop.startswith("fp-")]
+    assert form_fields == ["fp-period", "fp-start", "fp-end", "fp-time-zone", "fp-interval"], stops
+    assert stops[-1] == "The trend as a table", stops
+    table = browser.find_element(By.ID, "fp-trend-table")
+    assert not table.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert table.is_displayed()
+    assert console_errors(browser) == []
+
     # The README's pictures: the admin's default page, from the top to the per-engineer table.
     browser.get(f"{live_server.url}{DASHBOARD}")
     for width in WIDTHS:
