@@ -376,7 +376,8 @@ class EscalationDashboardView(View):
             for figure in CARD_FIGURES
         ]
         window_params = {name: query.get(name) for name in WINDOW_FIELDS}
-        window_params["time_zone"] = window.time_zone
+        # The window spelt out, the default period included, so a link names the window it shows.
+        window_params.update(period=window.period, time_zone=window.time_zone)
         tz = zone(window.time_zone)
 
         trend_rows = [

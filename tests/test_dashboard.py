@@ -344,6 +344,10 @@ def test_every_csv_link_is_the_apis_csv_of_the_same_window(logged_in, history):
         assert response.status_code == 200, link
         assert response["Content-Type"].startswith("text/csv")
     assert parse_qs(urlsplit(next(link for link in csv_links if TREND in link)).query)["interval"] == ["week"]
+    # The default window is named in the links: the last 30 days.
+    default_links = [link for link in Page(page(client).content.decode()).links if link and "format=csv" in link]
+    assert len(default_links) == 5
+    assert all(parse_qs(urlsplit(link).query)["period"] == ["30d"] for link in default_links)
 
 
 def test_the_definition_in_plain_words_and_the_exact_text(logged_in, member):
