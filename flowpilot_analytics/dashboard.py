@@ -260,6 +260,100 @@ def api_url(name, **params):
     return f"{reverse(f'flowpilot_analytics:{name}')}?{query}"
 
 
+# --- The sections ----------------------------------------------------------------------------------
+
+
+def bucket_label(start, end, tz, interval):
+    """A trend row's heading: ``Mon 2 Nov 2026``, or a week ``2 Nov 2026 – 8 Nov 2026``."""
+    first = start.astimezone(tz).date()
+    if interval == "week":
+        last = (end.astimezone(tz) - timedelta(days=1)).date()
+        return f"{day_month(first, year=True)} \u2013 {day_month(last, year=True)}"
+    return f"{first:%a} {day_month(first, year=True)}"
+
+
+def trend_section(buckets, *, metrics, window, interval):
+    """The trend's chart and table, from ``escalation_trend``'s buckets."""
+    tz = zone(window.time_zone)
+    points = [
+        TrendPoint(
+            start.astimezone(tz).date(),
+            TREND_FIGURE.of(figures),
+            figures.n_handoffs_claimed,
+            figures.n_handoffs_with_action,
+        )
+        for start, _, figures in buckets
+    ]
+    rows = [
+        {
+            "day": point.day,
+            "label": bucket_label(start, end, tz, interval),
+            "cells": [Shown(figure, figure.of(figures)) for figure in TREND_FIGURES],
+            "thin": point.thin,
+        }
+        for point, (start, end, figures) in zip(points, buckets)
+    ]
+    unit = "week" if interval == "week" else "day"
+    thin = sum(point.thin and point.seconds is not None for point in points)
+    whole_window = TREND_FIGURE.of(metrics)
+    svg = trend_chart_svg(
+        points,
+        chart_id="fp-trend-chart",
+        title=f"{TREND_FIGURE.label} time to first action per {unit}",
+        description=(
+            f"{TREND_FIGURE.label} seconds from claim to first action for each {unit} of the window "
+            f"({window_caption(window)}), above the number of handoffs claimed that {unit}. {thin} "
+            f"point{'' if thin == 1 else 's'} rest on fewer than {THIN_POINT_HANDOFFS} handoffs with an "
+            f"action and are drawn hollow. The table after the chart gives every {unit}'s figures."
+        ),
+        interval=interval,
+        reference=whole_window,
+        reference_label=f"{TREND_FIGURE.label} of the whole window: {human_duration(whole_window)}",
+    )
+    return {
+        "trend_svg": mark_safe(svg),  # charts.py escapes every text it embeds
+        "trend_rows": rows,
+        "trend_figures": TREND_FIGURES,
+        "trend_label": TREND_FIGURE.label.lower(),
+        "trend_title": f"Trend by {interval}",
+        "thin_point_handoffs": THIN_POINT_HANDOFFS,
+    }
+
+
+def distribution_section(metrics):
+    """The lag distribution's chart and table, from the summary's ``distribution``."""
+    bars = [
+        DistributionBar(lag_bucket_label(bucket["min_seconds"], bucket["max_seconds"]), bucket["count"])
+        for bucket in metrics.distribution
+    ]
+    svg = distribution_chart_svg(
+        bars,
+        chart_id="fp-distribution-chart",
+        title="Time to first action, by range",
+        description=(
+            f"How many of the {metrics.n_handoffs_with_action} handoffs with an action waited how long "
+            "after the claim: " + "; ".join(f"{bar.label}: {bar.count}" for bar in bars) + "."
+        ),
+    )
+    return {"distribution_svg": mark_safe(svg), "distribution": bars}
+
+
+def waiting_row(row, *, now, window, account):
+    """A claim without action (a ``handoff_rows`` row), with its age and its drill-down link."""
+    return dict(
+        row,
+        waiting=human_duration(max(0.0, (now - row["claimed_at"]).total_seconds())),
+        # The drill-down filtered to this claim alone: the window of its claim instant (end excluded).
+        drilldown_url=api_url(
+            "escalation-handoffs",
+            account=account.pk,
+            start=row["claimed_at"].isoformat(),
+            end=(row["claimed_at"] + timedelta(microseconds=1)).isoformat(),
+            time_zone=window.time_zone,
+        ),
+    )
+
+
 # --- The view -----------------------------------------------------------------------------------
 
 
@@ -359,123 +453,14 @@ class EscalationDashboardView(View):
         engineers = escalation_metrics_by_engineer(
             account=account, window=window, now=now, claimed_by=claimer
         )
-        waiting = list(
-            handoff_rows(
-                handoffs_without_action(account=account, window=window, claimed_by=claimer)[:WAITING_LIMIT]
-            )
-        )
+        waiting = handoffs_without_action(account=account, window=window, claimed_by=claimer)
+        waiting = list(handoff_rows(waiting[:WAITING_LIMIT]))
 
         span = span_text(window.length)
-        cards = [
-            Card(
-                current=Shown(figure, figure.of(metrics)),
-                previous=Shown(figure, figure.of(previous)),
-                change=change.get(figure.name),
-                previous_span=span,
-            )
-            for figure in CARD_FIGURES
-        ]
+        # The window spelt out, the default period included, so that a link names the window it shows.
         window_params = {name: query.get(name) for name in WINDOW_FIELDS}
-        # The window spelt out, the default period included, so a link names the window it shows.
-        window_params.update(period=window.period, time_zone=window.time_zone)
-        tz = zone(window.time_zone)
-
-        trend_rows = [
-            {
-                "day": start.astimezone(tz).date(),
-                "label": self.bucket_label(start, end, tz, interval),
-                "cells": [Shown(figure, figure.of(figures)) for figure in TREND_FIGURES],
-                "thin": figures.n_handoffs_with_action < THIN_POINT_HANDOFFS,
-            }
-            for start, end, figures in buckets
-        ]
-        points = [
-            TrendPoint(
-                row["day"],
-                TREND_FIGURE.of(figures),
-                figures.n_handoffs_claimed,
-                figures.n_handoffs_with_action,
-            )
-            for row, (_, _, figures) in zip(trend_rows, buckets)
-        ]
-        unit = "week" if interval == "week" else "day"
-        thin_count = sum(point.thin and point.seconds is not None for point in points)
-        trend_svg = trend_chart_svg(
-            points,
-            chart_id="fp-trend-chart",
-            title=f"{TREND_FIGURE.label} time to first action per {unit}",
-            description=(
-                f"{TREND_FIGURE.label} seconds from claim to first action for each {unit} of the window "
-                f"({window_caption(window)}), above the number of handoffs claimed that {unit}. "
-                f"{thin_count} point{'' if thin_count == 1 else 's'} rest on fewer than "
-                f"{THIN_POINT_HANDOFFS} "
-                "handoffs with an action and are drawn hollow. The table after the chart gives every "
-                f"{unit}'s figures."
-            ),
-            interval=interval,
-            reference=TREND_FIGURE.of(metrics),
-            reference_label=f"{TREND_FIGURE.label} of the whole window: "
-            f"{human_duration(TREND_FIGURE.of(metrics))}",
-        )
-
-        distribution = [
-            DistributionBar(lag_bucket_label(bucket["min_seconds"], bucket["max_seconds"]), bucket["count"])
-            for bucket in metrics.distribution
-        ]
-        distribution_svg = distribution_chart_svg(
-            distribution,
-            chart_id="fp-distribution-chart",
-            title="Time to first action, by range",
-            description=(
-                f"How many of the {metrics.n_handoffs_with_action} handoffs with an action waited how long "
-                "after the claim: " + "; ".join(f"{bar.label}: {bar.count}" for bar in distribution) + "."
-            ),
-        )
-
-        engineer_rows = [
-            {
-                "id": key,
-                "name": name,
-                "cells": [Shown(figure, figure.of(figures)) for figure in ENGINEER_FIGURES],
-            }
-            for key, name, figures in engineers
-        ]
-        n_waiting = sum(figures.n_handoffs_without_action for _, _, figures in engineers)
-        one = timedelta(microseconds=1)
-        waiting_rows = [
-            dict(
-                row,
-                waiting=human_duration(max(0.0, (now - row["claimed_at"]).total_seconds())),
-                # The drill-down filtered to this claim alone: a window of its claim instant.
-                drilldown_url=api_url(
-                    "escalation-handoffs",
-                    account=account.pk,
-                    start=row["claimed_at"].isoformat(),
-                    end=(row["claimed_at"] + one).isoformat(),
-                    time_zone=window.time_zone,
-                ),
-            )
-            for row in waiting
-        ]
-        csv = {
-            "summary": api_url(
-                "escalation-metrics", account=account.pk, **window_params, compare="previous", format="csv"
-            ),
-            "trend": api_url(
-                "escalation-trend", account=account.pk, **window_params, interval=interval, format="csv"
-            ),
-            "engineers": api_url(
-                "escalations-by-engineer", account=account.pk, **window_params, format="csv"
-            ),
-            "waiting": api_url(
-                "escalation-handoffs",
-                account=account.pk,
-                **window_params,
-                has_action="false",
-                ordering="claimed_at",
-                format="csv",
-            ),
-        }
+        window_params.update(account=account.pk, period=window.period, time_zone=window.time_zone)
+        waiting_params = dict(window_params, has_action="false", ordering="claimed_at")
         return {
             "window": window,
             "window_caption": window_caption(window),
@@ -483,41 +468,41 @@ class EscalationDashboardView(View):
             "interval": interval,
             "now": now,
             "metrics": metrics,
-            "cards": cards,
-            "trend_svg": mark_safe(trend_svg),  # charts.py escapes every text it embeds
-            "trend_figures": TREND_FIGURES,
-            "trend_label": TREND_FIGURE.label.lower(),
-            "trend_rows": trend_rows,
-            "thin_point_handoffs": THIN_POINT_HANDOFFS,
-            "distribution_svg": mark_safe(distribution_svg),
-            "distribution": distribution,
+            "cards": [
+                Card(
+                    current=Shown(figure, figure.of(metrics)),
+                    previous=Shown(figure, figure.of(previous)),
+                    change=change.get(figure.name),
+                    previous_span=span,
+                )
+                for figure in CARD_FIGURES
+            ],
+            **trend_section(buckets, metrics=metrics, window=window, interval=interval),
+            **distribution_section(metrics),
             "engineer_figures": ENGINEER_FIGURES,
-            "engineer_rows": engineer_rows,
+            "engineer_rows": [
+                {
+                    "id": key,
+                    "name": name,
+                    "cells": [Shown(figure, figure.of(figures)) for figure in ENGINEER_FIGURES],
+                }
+                for key, name, figures in engineers
+            ],
             "sees_every_claimer": claimer is None,
-            "trend_title": f"Trend by {interval}",
             "engineers_title": "Per engineer" if claimer is None else "Your own claims",
             "waiting_title": ("Claims" if claimer is None else "Your claims") + " still without an action",
-            "waiting_rows": waiting_rows,
-            "n_waiting": n_waiting,
+            "waiting_rows": [waiting_row(row, now=now, window=window, account=account) for row in waiting],
+            "n_waiting": sum(figures.n_handoffs_without_action for _, _, figures in engineers),
             "waiting_limit": WAITING_LIMIT,
-            "csv": csv,
-            "waiting_api_url": api_url(
-                "escalation-handoffs",
-                account=account.pk,
-                **window_params,
-                has_action="false",
-                ordering="claimed_at",
-            ),
-            "api_url": api_url("escalation-metrics", account=account.pk, **window_params, compare="previous"),
+            "csv": {
+                "summary": api_url("escalation-metrics", **window_params, compare="previous", format="csv"),
+                "trend": api_url("escalation-trend", **window_params, interval=interval, format="csv"),
+                "engineers": api_url("escalations-by-engineer", **window_params, format="csv"),
+                "waiting": api_url("escalation-handoffs", **waiting_params, format="csv"),
+            },
+            "waiting_api_url": api_url("escalation-handoffs", **waiting_params),
+            "api_url": api_url("escalation-metrics", **window_params, compare="previous"),
         }
-
-    @staticmethod
-    def bucket_label(start, end, tz, interval):
-        first = start.astimezone(tz).date()
-        if interval == "week":
-            last = (end.astimezone(tz) - timedelta(days=1)).date()
-            return f"{day_month(first, year=True)} \u2013 {day_month(last, year=True)}"
-        return f"{first:%a} {day_month(first, year=True)}"
 
     # --- The other answers: the chooser, the refusals -----------------------------------------------
 
@@ -550,7 +535,7 @@ class EscalationDashboardView(View):
 
     def refused(self, request, membership):
         memberships = memberships_of(user=request.user)
-        others = [other for other in memberships if membership is None or other.pk != membership.pk]
+        others = [other for other in memberships if membership is None or other.account != membership.account]
         if membership is None:
             # No membership at all (platform staff included): nothing here is about a role in an account.
             message = (
