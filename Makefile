@@ -28,7 +28,7 @@ HOST_SMOKE_DATABASE_URL ?=
 .PHONY: help run test test-sqlite test-postgres check clean loadtest loadtest-throttle bench host-smoke wheel
 
 help:
-	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
+	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite; the dashboard and the API)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
 	@echo "make standby-test - the read router against a real streaming standby (two throwaway clusters)"
@@ -53,7 +53,8 @@ run: $(VENV)/.installed
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py migrate --noinput
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "FlowPilot Analytics is starting on http://$(HOST):$(PORT)/"
+	@echo "FlowPilot Analytics is starting on http://$(HOST):$(PORT)/  (start here: every link and login)"
+	@echo "  Dashboard:        http://$(HOST):$(PORT)/analytics/flowpilot/escalations/  (northwind-admin or northwind-engineer / flowpilot-demo)"
 	@echo "  API (browsable):  http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d"
 	@echo "  Log in:           http://$(HOST):$(PORT)/api-auth/login/  (e.g. northwind-engineer / flowpilot-demo)"
 	@echo "  Django admin:     http://$(HOST):$(PORT)/admin/  (staff / flowpilot-demo)"
@@ -110,7 +111,8 @@ host-smoke: $(VENV)/.installed
 standby-test: $(VENV)/.installed
 	$(BIN)/python scripts/standby_test.py
 
-# The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
+# The README's screenshots (demo data, headless Chromium): docs/admin-widget.png, docs/dashboard-800.png,
+# docs/dashboard-1366.png.
 .PHONY: screenshot
 screenshot: $(VENV)/.installed
 	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q

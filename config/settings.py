@@ -140,7 +140,8 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The demo project's own pages (its landing page); the app's come from its package.
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -243,7 +244,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "/api-auth/login/"
-LOGIN_REDIRECT_URL = "/api/v1/analytics/flowpilot/escalations"
+# Without a ?next=, a login lands on the demo's landing page, which links every face of the app.
+LOGIN_REDIRECT_URL = "/"
 
 # ------------------------------------------------------------------------------
 # Django REST framework

@@ -89,6 +89,49 @@ def _authentication_classes(value):
     return None
 
 
+# The blocks of the base template the dashboard page fills (README, "The dashboard page").
+BASE_TEMPLATE_BLOCKS = ("title", "content")
+
+
+def _base_template(value):
+    if not isinstance(value, str) or not value:
+        return "must be the name of a template (a non-empty string)"
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError
+    from django.template.loader import get_template
+
+    try:
+        template = get_template(value)
+    except TemplateDoesNotExist:
+        return "names a template no template engine finds"
+    except TemplateSyntaxError as exc:
+        return f"names a template that does not compile ({exc})"
+    blocks = template_blocks(template)
+    missing = [name for name in BASE_TEMPLATE_BLOCKS if blocks is not None and name not in blocks]
+    if missing:
+        return "names a template without " + " or ".join(f"{{% block {name} %}}" for name in missing)
+    return None
+
+
+def template_blocks(template):
+    """The block names of a Django template and the templates it extends; ``None`` for another engine's."""
+    from django.template.loader_tags import BlockNode, ExtendsNode
+
+    inner = getattr(template, "template", None)
+    names = set()
+    seen = set()
+    while inner is not None and hasattr(inner, "nodelist") and inner.origin.name not in seen:
+        seen.add(inner.origin.name)
+        names.update(node.name for node in inner.nodelist.get_nodes_by_type(BlockNode))
+        extends = inner.nodelist.get_nodes_by_type(ExtendsNode)
+        if not extends:
+            return names
+        parent = extends[0].parent_name.var
+        if not isinstance(parent, str):
+            return None  # {% extends variable %}: cannot be followed without a context
+        inner = inner.engine.get_template(parent)
+    return names if inner is not None and hasattr(inner, "nodelist") else None
+
+
 @dataclass(frozen=True)
 class Setting:
     """One key of ``FLOWPILOT_ANALYTICS``: its default, its README line and its system check."""
@@ -144,18 +187,24 @@ SETTINGS = (
         "flowpilot_analytics.E015", _optional_database_alias,
     ),
     Setting(
+        "BASE_TEMPLATE", "flowpilot_analytics/base.html",
+        "The template the dashboard page extends, so that it sits in your site's layout: it must have "
+        "`{% block title %}` and `{% block content %}`. The default is a minimal page of the app's own.",
+        "flowpilot_analytics.E016", _base_template,
+    ),
+    Setting(
         "EXPORT_MAX_ROWS", 100_000,
         "Most rows of a streamed CSV export (the drill-down's `format=csv`); past it the file's last line "
         "is `# Truncated after <n> rows (EXPORT_MAX_ROWS). For the rest ask again with cursor=<c>`. "
         "`None`: no limit.",
-        "flowpilot_analytics.E016", _positive_int_or_none,
+        "flowpilot_analytics.E017", _positive_int_or_none,
     ),
     Setting(
         "EXPORT_MAX_SECONDS", 25,
         "Most seconds a streamed CSV export spends writing rows; past it, a last line `# Truncated after "
         "<s> s (EXPORT_MAX_SECONDS) ...` with the cursor to continue from. Keep it under the server's "
         "worker timeout (gunicorn's default: 30 s). `None`: no limit.",
-        "flowpilot_analytics.E017", _positive_int_or_none,
+        "flowpilot_analytics.E018", _positive_int_or_none,
     ),
 )
 

@@ -236,6 +236,12 @@ def handoffs_with_lag(*, account, window):
     )
 
 
+def handoffs_without_action(*, account, window, claimed_by=None):
+    """The window's claimed handoffs (of one claimer, or all) still without action, oldest claim first."""
+    handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
+    return handoffs.filter(first_action_at__isnull=True).order_by("claimed_at", "id")
+
+
 HANDOFF_ROW_COLUMNS = (
     "id",
     "session_id",

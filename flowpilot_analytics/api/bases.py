@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotAcceptable, PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotAcceptable, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -25,14 +25,19 @@ from rest_framework.views import APIView
 
 from .. import rls
 from ..conf import app_settings
-from ..models import Membership
 from ..windows import zone
 from . import schema
 from .authentication import analytics_authenticators
 from .permissions import HasAccountRole
 from .renderers import CsvRenderer, ExportLimit, attachment_disposition, csv_lines, marker_line, streaming_csv
 from .serializers import WindowQuerySerializer
-from .tenancy import ACCOUNT_PARAM, MAX_ACCOUNT_ID, membership_for_request
+from .tenancy import (
+    ACCOUNT_PARAM,
+    ANALYTICS_ROLES,
+    MAX_ACCOUNT_ID,
+    claimer_in_scope,
+    membership_for_request,
+)
 from .throttles import AnalyticsRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -124,7 +129,7 @@ class AccountScopedApi(APIView):
     """
 
     permission_classes = [IsAuthenticated, HasAccountRole]
-    allowed_roles = (Membership.Role.ENGINEER, Membership.Role.ADMIN)
+    allowed_roles = ANALYTICS_ROLES
     http_method_names = ["get", "head", "options"]
     throttle_classes = [AnalyticsRateThrottle]
     throttle_scope = "analytics"
@@ -373,12 +378,6 @@ class ClaimerScopedApi(WindowedApi):
 
     def claimer(self, request, params):
         """Whose handoffs to read: the ``claimed_by`` asked for, checked against the caller's role."""
-        claimed_by = params.get("claimed_by")
-        if self.membership.role == Membership.Role.ADMIN:
-            return claimed_by
-        if claimed_by is not None and claimed_by != request.user.pk:
-            raise PermissionDenied(
-                f"As an engineer of this account you see only the handoffs you claimed: give claimed_by="
-                f"{request.user.pk} (your id) or leave it out."
-            )
-        return request.user.pk
+        return claimer_in_scope(
+            membership=self.membership, user=request.user, claimed_by=params.get("claimed_by")
+        )
