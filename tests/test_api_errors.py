@@ -131,9 +131,10 @@ def test_a_viewer_logging_in_through_the_browsable_api_lands_on_a_403_page(clien
     viewer.save()
     browser = RENDERERS["browser"][1]
 
+    # As the browsable API's "Log in" link sends it: back to the page it came from.
     response = client.post(
-        "/api-auth/login/",
-        {"username": viewer.username, "password": "flowpilot-test"},
+        f"/api-auth/login/?next={URL}",
+        {"username": viewer.username, "password": "flowpilot-test", "next": URL},
         follow=True,
         **browser,
     )
