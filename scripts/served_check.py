@@ -53,6 +53,8 @@ EXAMPLES = int(os.environ.get("SERVED_CHECK_EXAMPLES", "25"))
 REQUESTS = int(os.environ.get("SERVED_CHECK_REQUESTS", "600"))
 BASELINE = os.environ.get("SERVED_CHECK_BASELINE", "")
 REPORT = ROOT / os.environ.get("SERVED_CHECK_REPORT", "docs/load-test.md")
+# The servers' own output (a warning per 503, the traceback of any 500), kept out of the terminal.
+SERVER_LOG = ROOT / os.environ.get("SERVED_CHECK_SERVER_LOG", "var/served-check-server.log")
 SECTION = "served-check"
 
 BASE = "/api/v1/analytics/flowpilot/escalations"
@@ -203,10 +205,10 @@ def recovered(engineer):
     return failures
 
 
-def serve(app_dir=ROOT):
+def serve(log, app_dir=ROOT):
     return start_gunicorn(
         database_url=app_url(OWNER_URL, APP_ROLE), port=PORT, workers=2, threads=2, app_dir=app_dir,
-        env={"DJANGO_CONN_MAX_AGE": "60"}, timeout=60,
+        env={"DJANGO_CONN_MAX_AGE": "60"}, timeout=60, log=log,
     )
 
 
@@ -234,7 +236,10 @@ def main():
     database = OWNER_URL.rsplit("/", 1)[1]
     failures = []
 
-    server, command = serve()
+    SERVER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    log = SERVER_LOG.open("w")
+    print(f"the servers' output goes to {SERVER_LOG}", flush=True)
+    server, command = serve(log)
     try:
         with tempfile.TemporaryDirectory() as directory:
             schema_path = Path(directory) / "schema.json"
@@ -263,17 +268,19 @@ def main():
         with tempfile.TemporaryDirectory(prefix="served-check-baseline-") as directory:
             commit = git_copy(BASELINE, directory)
             print(f"the same storm against {BASELINE} ({commit})", flush=True)
-            server, _ = serve(app_dir=directory)
+            server, _ = serve(log, app_dir=directory)
             try:
                 baseline = (BASELINE, commit, *storm(storm_callers, database=database))
             finally:
                 stop(server)
 
+    log.close()
     text = report(fuzz, answers, killed, elapsed, failures, command, baseline)
     write_section(REPORT, SECTION, text)
     print(text)
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures[:50]), file=sys.stderr)
+        print(f"The servers' output (tracebacks included): {SERVER_LOG}", file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -48,8 +48,13 @@ def prepare_database(owner_url, app_role):
     manage("grant_app_role", app_role, "--extra-app", *DEMO_APPS, database_url=owner_url)
 
 
-def start_gunicorn(*, database_url, port, workers=1, threads=2, env=None, app_dir=ROOT, timeout=300):
-    """gunicorn serving ``app_dir``'s demo on loopback, DEBUG off, once it answers: ``(process, command)``."""
+def start_gunicorn(
+    *, database_url, port, workers=1, threads=2, env=None, app_dir=ROOT, timeout=300, log=None
+):
+    """gunicorn serving ``app_dir``'s demo on loopback, DEBUG off, once it answers: ``(process, command)``.
+
+    ``log``: a file for the server's own output (its warnings and tracebacks), else this terminal.
+    """
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -67,7 +72,7 @@ def start_gunicorn(*, database_url, port, workers=1, threads=2, env=None, app_di
         "--timeout", str(timeout), "--log-level", "warning",
     ]
     # gunicorn puts its working directory first on sys.path: the app served is app_dir's.
-    server = subprocess.Popen(command, cwd=app_dir, env=environment)
+    server = subprocess.Popen(command, cwd=app_dir, env=environment, stdout=log, stderr=log)
     wait_until_serving(server, port)
     return server, command
 

@@ -50,6 +50,23 @@ SERIALIZATION_FAILURE = "40001"
 DATABASE_UNAVAILABLE_ERRORS = (OperationalError, InterfaceError)
 
 
+def database_failure(exc):
+    """Whether ``exc`` is the database failing (lost, refused, cancelled), not a bug.
+
+    Django's errors, and the driver's own, which Django lets through unwrapped in
+    a few places (closing a server-side cursor whose connection was terminated).
+    """
+    if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
+        return True
+    drivers = {connections[alias].Database for alias in rls.read_aliases()}
+    return any(isinstance(exc, (driver.OperationalError, driver.InterfaceError)) for driver in drivers)
+
+
+def sqlstate(exc):
+    """PostgreSQL's SQLSTATE of a database error, Django's (on its cause) or the driver's; else ``None``."""
+    return getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
+
+
 class AnalyticsQueryTimeout(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = (
@@ -151,7 +168,9 @@ class AccountScopedApi(APIView):
         try:
             with ExitStack() as self.request_scope:
                 response = super().dispatch(request, *args, **kwargs)
-        except DATABASE_UNAVAILABLE_ERRORS as exc:
+        except Exception as exc:
+            if not database_failure(exc):
+                raise
             # Leaving the transaction needs the database too: after a failed rollback Django
             # drops the connection and reconnects to restore autocommit, which fails while the
             # database is down. Nothing was written; the answer already made stands, and the
@@ -219,8 +238,8 @@ class AccountScopedApi(APIView):
     def handle_exception(self, exc):
         # A failed transaction is rolled back by tenant_transaction(), as every one is; a
         # broken connection is closed by Django then, and the next request opens a new one.
-        if isinstance(exc, DATABASE_UNAVAILABLE_ERRORS):
-            retryable = RETRYABLE_SQLSTATES.get(getattr(exc.__cause__, "sqlstate", None))
+        if database_failure(exc):
+            retryable = RETRYABLE_SQLSTATES.get(sqlstate(exc))
             if retryable:
                 exc = retryable()
             else:
@@ -356,11 +375,12 @@ class WindowedApi(AccountScopedApi):
                     envelope = {name: value for name, value in data.items() if name not in left_out}
                     rendered = (row_serializer.to_representation(row) for row in limited)
                     yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
-            except DATABASE_UNAVAILABLE_ERRORS as exc:
+            except Exception as exc:
+                if not database_failure(exc):
+                    raise
                 # The status (200) is sent: the file itself must say that it is incomplete.
                 logger.warning("Analytics CSV export interrupted after %s rows: %s", limited.count, exc)
-                sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                reason = INTERRUPTIONS.get(sqlstate, "the database became unavailable")
+                reason = INTERRUPTIONS.get(sqlstate(exc), "the database became unavailable")
                 limited.stopped = f"Interrupted after {limited.count} rows: {reason}"
             if limited.stopped:
                 again = f"ask again with cursor={resume(limited.last)}" if limited.last else "ask again"
