@@ -48,6 +48,12 @@ def _positive_int(value):
     return None
 
 
+def _positive_int_or_none(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return "must be None or a positive integer"
+    return None
+
+
 def _throttle_rate(value):
     if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
         return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour, day)'
@@ -185,6 +191,20 @@ SETTINGS = (
         "The template the dashboard page extends, so that it sits in your site's layout: it must have "
         "`{% block title %}` and `{% block content %}`. The default is a minimal page of the app's own.",
         "flowpilot_analytics.E016", _base_template,
+    ),
+    Setting(
+        "EXPORT_MAX_ROWS", 100_000,
+        "Most rows of a streamed CSV export (the drill-down's `format=csv`); past it the file's last line "
+        "is `# Truncated after <n> rows (EXPORT_MAX_ROWS). For the rest ask again with cursor=<c>`. "
+        "`None`: no limit.",
+        "flowpilot_analytics.E017", _positive_int_or_none,
+    ),
+    Setting(
+        "EXPORT_MAX_SECONDS", 25,
+        "Most seconds a streamed CSV export spends writing rows; past it, a last line `# Truncated after "
+        "<s> s (EXPORT_MAX_SECONDS) ...` with the cursor to continue from. Keep it under the server's "
+        "worker timeout (gunicorn's default: 30 s). `None`: no limit.",
+        "flowpilot_analytics.E018", _positive_int_or_none,
     ),
 )
 

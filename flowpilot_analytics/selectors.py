@@ -254,13 +254,19 @@ HANDOFF_ROW_COLUMNS = (
 )
 
 
-def handoff_rows(handoffs, *, clock=CALENDAR):
+def handoff_rows(handoffs, *, clock=CALENDAR, chunk_size=None):
     """The rows of ``handoffs`` (one query, the claimer joined): dicts with the claimer's name and the lag.
 
     ``seconds_to_first_action`` is the clock's lag (the one the figures are taken
     over) rounded by :func:`~flowpilot_analytics.stats.to_seconds`, as they are.
+    With ``chunk_size`` the rows are fetched that many at a time as they are
+    iterated (``QuerySet.iterator()``: a server-side cursor on PostgreSQL, which
+    needs the caller's transaction), so memory does not grow with their number.
     """
-    for row in handoffs.values(*HANDOFF_ROW_COLUMNS):
+    rows = handoffs.values(*HANDOFF_ROW_COLUMNS)
+    if chunk_size is not None:
+        rows = rows.iterator(chunk_size=chunk_size)
+    for row in rows:
         yield {
             "id": row["id"],
             "session_id": row["session_id"],

@@ -46,6 +46,8 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "WIDGET_ACCOUNT_LIMIT": 25,
         "CROSS_ACCOUNT_DB_ALIAS": None,
         "BASE_TEMPLATE": "flowpilot_analytics/base.html",
+        "EXPORT_MAX_ROWS": 100_000,
+        "EXPORT_MAX_SECONDS": 25,
     }
     assert app_messages() == []
 
@@ -160,6 +162,10 @@ def test_the_apps_authentication_classes_replace_the_hosts(settings, api_client,
         ("BASE_TEMPLATE", "site/no-such-base.html", "E016"),
         # A template without the blocks the dashboard fills: it would render an empty page.
         ("BASE_TEMPLATE", "admin/widgets/clearable_file_input.html", "E016"),
+        ("EXPORT_MAX_ROWS", 0, "E017"),
+        ("EXPORT_MAX_ROWS", "100000", "E017"),
+        ("EXPORT_MAX_SECONDS", 0, "E018"),
+        ("EXPORT_MAX_SECONDS", 2.5, "E018"),
     ],
 )
 def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, check_id):
@@ -181,6 +187,8 @@ def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, chec
         ("WIDGET_ACCOUNT_LIMIT", 1),
         # The stock admin's layout: its blocks title and content come from the template it extends.
         ("BASE_TEMPLATE", "admin/base_site.html"),
+        ("EXPORT_MAX_ROWS", None),
+        ("EXPORT_MAX_SECONDS", 600),
     ],
 )
 def test_well_formed_values_pass(settings, key, value):
