@@ -32,13 +32,15 @@ MODELS_HOST_SMOKE_DATABASE_URL ?=
 .PHONY: help run test test-sqlite test-postgres check clean loadtest loadtest-throttle bench host-smoke host-smoke-models wheel
 
 help:
-	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite)"
+	@echo "make run    - install, migrate, load demo data and serve http://$(HOST):$(PORT)/ (SQLite; the dashboard and the API)"
 	@echo "make test   - the whole suite on SQLite, and on PostgreSQL too when DATABASE_URL is set"
 	@echo "make host-smoke - build the wheel, install it in a fresh host project, run its smoke suite"
 	@echo "make host-smoke-models - the same for a monolith with its own models, compared with the app's"
 	@echo "make standby-test - the read router against a real streaming standby (two throwaway clusters)"
 	@echo "make loadtest - bounded load test on loopback (gunicorn, PostgreSQL, demo data): docs/load-test.md"
 	@echo "make loadtest-throttle - the throttle on a 2-worker gunicorn, with Redis and without: docs/load-test.md"
+	@echo "make export-load - the CSV export's peak RSS and time at 10k, 100k, 250k rows: docs/load-test.md"
+	@echo "make served-check - Schemathesis (Accept: text/html) and killed connections against the served app: no 5xx"
 	@echo "make bench  - benchmark the metric on PostgreSQL (BENCH_DATABASE_URL), results in docs/benchmarks.md"
 	@echo "make clean  - remove the virtualenv, the SQLite database and caches"
 
@@ -56,7 +58,8 @@ run: $(VENV)/.installed
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py migrate --noinput
 	DATABASE_URL="$(RUN_DATABASE_URL)" $(BIN)/python manage.py seed_demo
 	@echo ""
-	@echo "FlowPilot Analytics is starting on http://$(HOST):$(PORT)/"
+	@echo "FlowPilot Analytics is starting on http://$(HOST):$(PORT)/  (start here: every link and login)"
+	@echo "  Dashboard:        http://$(HOST):$(PORT)/analytics/flowpilot/escalations/  (northwind-admin or northwind-engineer / flowpilot-demo)"
 	@echo "  API (browsable):  http://$(HOST):$(PORT)/api/v1/analytics/flowpilot/escalations?period=90d"
 	@echo "  Log in:           http://$(HOST):$(PORT)/api-auth/login/  (e.g. northwind-engineer / flowpilot-demo)"
 	@echo "  Django admin:     http://$(HOST):$(PORT)/admin/  (staff / flowpilot-demo)"
@@ -131,7 +134,39 @@ host-smoke-models: $(VENV)/.installed
 standby-test: $(VENV)/.installed
 	$(BIN)/python scripts/standby_test.py
 
-# The README's screenshot of the admin widget (demo data, headless Chromium): docs/admin-widget.png.
+# The README's screenshots (demo data, headless Chromium): docs/admin-widget.png, docs/dashboard-800.png,
+# docs/dashboard-1366.png.
 .PHONY: screenshot
 screenshot: $(VENV)/.installed
 	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q
+
+# --- Issue 13 (API hardening): the export measurement and the served hostile check ---------
+# `make export-load`: the drill-down's CSV export at 10k, 100k and 250k rows, each served by a
+# fresh gunicorn as the app role: the worker's peak RSS and the time, into docs/load-test.md
+# (its "export-load" section). Not part of `make test`; needs PostgreSQL; a few minutes the
+# first time (the data are built in EXPORT_LOAD_OWNER_URL and reused).
+# EXPORT_LOAD_BASELINE=main also measures the same exports served from that git ref.
+EXPORT_LOAD_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_export
+EXPORT_LOAD_PORT ?= 8052
+EXPORT_LOAD_BASELINE ?=
+
+.PHONY: export-load
+export-load: $(VENV)/.installed
+	EXPORT_LOAD_OWNER_URL="$(EXPORT_LOAD_OWNER_URL)" EXPORT_LOAD_PORT="$(EXPORT_LOAD_PORT)" \
+		EXPORT_LOAD_BASELINE="$(EXPORT_LOAD_BASELINE)" $(BIN)/python scripts/export_load.py
+
+# `make served-check`: the demo served by gunicorn as the app role (DEBUG off), then Schemathesis
+# as an outside client with `Accept: text/html` for every caller, and requests to every endpoint
+# while the app role's database backends are terminated: fails on any 5xx but a JSON 503 with
+# Retry-After. Figures into docs/load-test.md ("served-check"). CI runs it; about a minute.
+# SERVED_CHECK_BASELINE=main also runs the storm against that git ref, for comparison.
+SERVED_CHECK_OWNER_URL ?= postgres://postgres@127.0.0.1:5432/flowpilot_served
+SERVED_CHECK_PORT ?= 8053
+SERVED_CHECK_BASELINE ?=
+SERVED_CHECK_REPORT ?= docs/load-test.md
+
+.PHONY: served-check
+served-check: $(VENV)/.installed
+	SERVED_CHECK_OWNER_URL="$(SERVED_CHECK_OWNER_URL)" SERVED_CHECK_PORT="$(SERVED_CHECK_PORT)" \
+		SERVED_CHECK_BASELINE="$(SERVED_CHECK_BASELINE)" SERVED_CHECK_REPORT="$(SERVED_CHECK_REPORT)" \
+		$(BIN)/python scripts/served_check.py

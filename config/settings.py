@@ -42,6 +42,16 @@ def env_int(name, default):
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def env_limit(name, default):
+    """A positive integer, or None for "none" (no limit)."""
+    if os.environ.get(name, "").strip().lower() == "none":
+        return None
+    value = env_int(name, default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be a positive integer or none, got {value!r}")
+    return value
+
+
 def env_proxy_header(name, default):
     """``X-Forwarded-Proto: https`` -> ``("HTTP_X_FORWARDED_PROTO", "https")``; ``off`` -> ``None``."""
     value = os.environ.get(name)
@@ -130,7 +140,8 @@ MIDDLEWARE = [
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The demo project's own pages (its landing page); the app's come from its package.
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -233,7 +244,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 LOGIN_URL = "/api-auth/login/"
-LOGIN_REDIRECT_URL = "/api/v1/analytics/flowpilot/escalations"
+# Without a ?next=, a login lands on the demo's landing page, which links every face of the app.
+LOGIN_REDIRECT_URL = "/"
 
 # ------------------------------------------------------------------------------
 # Django REST framework
@@ -268,6 +280,9 @@ FLOWPILOT_ANALYTICS = {
     "STATEMENT_TIMEOUT_MS": env_int("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", 5000),
     # Reads of the activity tables go to the replica when there is one (above).
     "DB_ALIAS": "analytics" if "analytics" in DATABASES else "default",
+    # The drill-down's streamed CSV stops past these (a last line says so); "none" lifts one.
+    "EXPORT_MAX_ROWS": env_limit("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", 100_000),
+    "EXPORT_MAX_SECONDS": env_limit("DJANGO_ANALYTICS_EXPORT_MAX_SECONDS", 25),
     # The faces reading every account use their own connection when there is one (above).
     "CROSS_ACCOUNT_DB_ALIAS": "cross_account" if "cross_account" in DATABASES else None,
 }

@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from .views import LandingView
+
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/v1/analytics/flowpilot/escalations", permanent=False)),
+    # Where a newcomer starts: links to every face of the app and the demo logins.
+    path("", LandingView.as_view(), name="landing"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     # The app's URLs at the contract's paths, included as the README tells a host to.

@@ -11,7 +11,7 @@ from .routers import PRIMARY, SETTING, AnalyticsReadRouter, analytics_db_alias
 
 
 def models_in_use_are_configured():
-    """Whether the models in use and the field map can be resolved (else E017, E104 or E105 say why).
+    """Whether the models in use and the field map can be resolved (else E019, E104 or E105 say why).
 
     The checks reading the models' tables wait for that: they would fail on the same error.
     """

@@ -123,6 +123,12 @@ def _positive_int(value):
     return None
 
 
+def _positive_int_or_none(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return "must be None or a positive integer"
+    return None
+
+
 def _throttle_rate(value):
     if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
         return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour, day)'
@@ -156,6 +162,49 @@ def _authentication_classes(value):
         if not (isinstance(cls, type) and issubclass(cls, BaseAuthentication)):
             return f"names {path!r}, which is not a DRF authentication class (a BaseAuthentication)"
     return None
+
+
+# The blocks of the base template the dashboard page fills (README, "The dashboard page").
+BASE_TEMPLATE_BLOCKS = ("title", "content")
+
+
+def _base_template(value):
+    if not isinstance(value, str) or not value:
+        return "must be the name of a template (a non-empty string)"
+    from django.template import TemplateDoesNotExist, TemplateSyntaxError
+    from django.template.loader import get_template
+
+    try:
+        template = get_template(value)
+    except TemplateDoesNotExist:
+        return "names a template no template engine finds"
+    except TemplateSyntaxError as exc:
+        return f"names a template that does not compile ({exc})"
+    blocks = template_blocks(template)
+    missing = [name for name in BASE_TEMPLATE_BLOCKS if blocks is not None and name not in blocks]
+    if missing:
+        return "names a template without " + " or ".join(f"{{% block {name} %}}" for name in missing)
+    return None
+
+
+def template_blocks(template):
+    """The block names of a Django template and the templates it extends; ``None`` for another engine's."""
+    from django.template.loader_tags import BlockNode, ExtendsNode
+
+    inner = getattr(template, "template", None)
+    names = set()
+    seen = set()
+    while inner is not None and hasattr(inner, "nodelist") and inner.origin.name not in seen:
+        seen.add(inner.origin.name)
+        names.update(node.name for node in inner.nodelist.get_nodes_by_type(BlockNode))
+        extends = inner.nodelist.get_nodes_by_type(ExtendsNode)
+        if not extends:
+            return names
+        parent = extends[0].parent_name.var
+        if not isinstance(parent, str):
+            return None  # {% extends variable %}: cannot be followed without a context
+        inner = inner.engine.get_template(parent)
+    return names if inner is not None and hasattr(inner, "nodelist") else None
 
 
 def field_map_problem(value):
@@ -256,20 +305,40 @@ SETTINGS = (
         "flowpilot_analytics.E015", _optional_database_alias,
     ),
     Setting(
+        "BASE_TEMPLATE", "flowpilot_analytics/base.html",
+        "The template the dashboard page extends, so that it sits in your site's layout: it must have "
+        "`{% block title %}` and `{% block content %}`. The default is a minimal page of the app's own.",
+        "flowpilot_analytics.E016", _base_template,
+    ),
+    Setting(
+        "EXPORT_MAX_ROWS", 100_000,
+        "Most rows of a streamed CSV export (the drill-down's `format=csv`); past it the file's last line "
+        "is `# Truncated after <n> rows (EXPORT_MAX_ROWS). For the rest ask again with cursor=<c>`. "
+        "`None`: no limit.",
+        "flowpilot_analytics.E017", _positive_int_or_none,
+    ),
+    Setting(
+        "EXPORT_MAX_SECONDS", 25,
+        "Most seconds a streamed CSV export spends writing rows; past it, a last line `# Truncated after "
+        "<s> s (EXPORT_MAX_SECONDS) ...` with the cursor to continue from. Keep it under the server's "
+        "worker timeout (gunicorn's default: 30 s). `None`: no limit.",
+        "flowpilot_analytics.E018", _positive_int_or_none,
+    ),
+    Setting(
         "FIELDS", DEFAULT_FIELDS,
         "The field map: which field of the models in use (the swappable `FLOWPILOT_ANALYTICS_*_MODEL`) plays "
         "each part of the metric, as `{\"handoff.claimed_at\": \"taken_at\"}`; only the keys you change. "
         "Keys: `handoff.account`, `handoff.session`, `handoff.claimed_at`, `handoff.claimed_by`, "
         "`step.session`, `step.created_at`, `step.account` (`None`: the session alone scopes a step), "
         "`account.name`, `account.slug` (`None`: the id is shown). docs/host-integration.md.",
-        "flowpilot_analytics.E017", field_map_problem,
+        "flowpilot_analytics.E019", field_map_problem,
         shown_default="the app's own (`\"account\"`, `\"claimed_at\"`, ...)",
     ),
     Setting(
         "ACCESS_POLICY", "flowpilot_analytics.access.membership_roles",
         "Dotted path of a callable `(user) -> {account_pk: role}`, role `\"viewer\"`, `\"engineer\"` or "
         "`\"admin\"`: who may read which account. The default reads the app's `Membership`.",
-        "flowpilot_analytics.E018", _access_policy, import_string=True,
+        "flowpilot_analytics.E020", _access_policy, import_string=True,
     ),
     Setting(
         "RLS", DEFAULT_RLS,
@@ -277,7 +346,7 @@ SETTINGS = (
         "`set_config(name, value, true)` in each request's transaction: `account_setting` (the account's "
         "id), `user_setting` (the user's id), `cross_account_setting` (`on` in the faces reading every "
         "account); each `None` (not set). The app's own tables keep theirs (README, \"Security\").",
-        "flowpilot_analytics.E019", _rls_settings,
+        "flowpilot_analytics.E021", _rls_settings,
         shown_default="each `None`",
     ),
 )

@@ -218,7 +218,7 @@ def field_map_problems():
 
     configured = app_settings.raw("FIELDS")
     if field_map_problem(configured):
-        return []  # malformed: flowpilot_analytics.E017
+        return []  # malformed: flowpilot_analytics.E019
     names = {**DEFAULT_FIELDS, **configured}
     account_model = get_account_model()
     models_by_prefix = {"handoff": get_handoff_model(), "step": get_step_model(), "account": account_model}

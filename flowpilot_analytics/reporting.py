@@ -4,7 +4,8 @@ Rendering and writing of the escalation report: pure functions, no Django.
 A report is a list of rows: dicts whose keys are the API's field names plus
 ``account`` (the slug) and ``account_id``. The numbers are rendered as they
 are, never recomputed; ``None`` is JSON ``null``, an empty CSV cell, and ``—``
-in the table.
+in the table. CSV cells go through the app's one formula guard
+(:mod:`flowpilot_analytics.csv_safety`), as the API's do.
 """
 
 import csv
@@ -13,6 +14,7 @@ import json
 import os
 import tempfile
 
+from .csv_safety import neutralised
 from .durations import NO_VALUE, percent
 from .figures import ACTION_RATE, CONTRACT, COUNT, N_HANDOFFS_CLAIMED, N_HANDOFFS_WITH_ACTION, in_sections
 
@@ -40,12 +42,12 @@ def render_json(rows):
 
 
 def render_csv(rows, *, fields):
-    """A header row of ``fields``, then one row per account; ``None`` as an empty cell."""
+    """A header row of ``fields``, then one row per account; ``None`` as an empty cell, formulas quoted."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(fields)
     for row in rows:
-        writer.writerow(["" if row[field] is None else row[field] for field in fields])
+        writer.writerow([neutralised(row[field]) for field in fields])
     return buffer.getvalue()
 
 

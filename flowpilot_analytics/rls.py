@@ -168,6 +168,11 @@ def bind_account(account):
     set_local(read_aliases(), with_host_settings({ACCOUNT_SETTING: account_id}))
 
 
+def unbind_account():
+    """Lets the transaction read no account's rows again, as after :func:`bind_user`."""
+    set_local(read_aliases(), with_host_settings({ACCOUNT_SETTING: ""}))
+
+
 def set_local(aliases, values):
     """``set_config(name, value, true)`` for each of ``values`` in one statement, per PostgreSQL alias."""
     sql = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(values))

@@ -259,23 +259,34 @@ def handoffs_with_lag(*, account, window):
     )
 
 
+def handoffs_without_action(*, account, window, claimed_by=None):
+    """The window's claimed handoffs (of one claimer, or all) still without action, oldest claim first."""
+    handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
+    return handoffs.filter(first_action_at__isnull=True).order_by("claimed_at", "id")
+
+
 HANDOFF_ROW_COLUMNS = ("id", "session_id", "claimed_at", "claimed_by_id", "first_action_at")
 # Rows read per query of a long drill-down (its CSV): each batch names its new claimers in one more query.
 HANDOFF_ROWS_BATCH = 2000
 
 
-def handoff_rows(handoffs, *, clock=CALENDAR):
+def handoff_rows(handoffs, *, clock=CALENDAR, chunk_size=None):
     """The rows of ``handoffs``: dicts with the claimer's name and the lag.
 
     A page costs two queries (its rows, then its claimers' names; one without
-    claimers); a longer read goes by batches of :data:`HANDOFF_ROWS_BATCH`, each
-    naming only claimers not met before. ``seconds_to_first_action`` is the
-    clock's lag (the one the figures are taken over) rounded by
-    :func:`~flowpilot_analytics.stats.to_seconds`, as they are.
+    claimers); a longer read goes by batches of ``chunk_size`` rows (default
+    :data:`HANDOFF_ROWS_BATCH`), each naming
+    only claimers not met before (names of the user model in use: a host's own
+    ``get_full_name``). The rows are fetched a batch at a time as they are
+    iterated (``QuerySet.iterator()``: a server-side cursor on PostgreSQL, which
+    needs the caller's transaction), so memory does not grow with their number.
+    ``seconds_to_first_action`` is the clock's lag (the one the figures are taken
+    over) rounded by :func:`~flowpilot_analytics.stats.to_seconds`, as they are.
     """
     names = {}
-    rows = handoffs.values(*HANDOFF_ROW_COLUMNS).iterator(chunk_size=HANDOFF_ROWS_BATCH)
-    while batch := list(islice(rows, HANDOFF_ROWS_BATCH)):
+    chunk_size = chunk_size or HANDOFF_ROWS_BATCH
+    rows = handoffs.values(*HANDOFF_ROW_COLUMNS).iterator(chunk_size=chunk_size)
+    while batch := list(islice(rows, chunk_size)):
         new = users_by_id({row["claimed_by_id"] for row in batch} - names.keys())
         names.update((pk, display_name(user)) for pk, user in new.items())
         for row in batch:

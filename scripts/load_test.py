@@ -31,9 +31,12 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts import serving  # noqa: E402
+from scripts.report_sections import write_keeping_sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "/api/v1/analytics/flowpilot/escalations"
@@ -57,31 +60,13 @@ PERIODS = ("7d", "30d", "90d")
 
 
 def app_url():
-    parts = urlsplit(OWNER_URL)
-    netloc = f"{APP_ROLE}@{parts.hostname}:{parts.port or 5432}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def manage(*args, database_url):
-    env = {**os.environ, "DATABASE_URL": database_url}
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    return serving.app_url(OWNER_URL, APP_ROLE)
 
 
 def prepare_database():
-    parts = urlsplit(OWNER_URL)
-    name = parts.path.lstrip("/")
-    maintenance = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
-    with psycopg.connect(maintenance, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-    print(f"migrating {name} and granting {APP_ROLE} (as the owner)", flush=True)
-    manage("migrate", "--noinput", database_url=OWNER_URL)
-    # The demo project serves everything as the app role: its own tables too, named explicitly.
-    demo_apps = ["auth", "contenttypes", "sessions", "admin", "authtoken"]
-    manage("grant_app_role", APP_ROLE, "--extra-app", *demo_apps, database_url=OWNER_URL)
+    serving.prepare_database(OWNER_URL, APP_ROLE)
     print("loading the demo data (seed_demo --reset)", flush=True)
-    manage("seed_demo", "--reset", database_url=OWNER_URL)
+    serving.manage("seed_demo", "--reset", database_url=OWNER_URL)
     with psycopg.connect(OWNER_URL, autocommit=True) as conn:
         # Planner statistics for the fresh rows, as autovacuum would gather soon
         # after a bulk load: without them PostgreSQL plans the metric ~50x slower.
@@ -119,19 +104,7 @@ def start_server():
 
 def wait_until_serving(server, timeout=30):
     """Until gunicorn answers on HOST:PORT; stops it and exits when it does not."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, PORT, timeout=2)
-            conn.request("GET", "/api/schema/", headers=PROXY_HEADERS)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-    server.terminate()
-    raise SystemExit(f"gunicorn did not answer on {HOST}:{PORT} within {timeout} s")
+    serving.wait_until_serving(server, PORT, timeout)
 
 
 def get(conn, token, period):
@@ -319,17 +292,9 @@ a column the statement already filters on, so the two columns should stay
 close. The rest of a request's latency above is Django, DRF, gunicorn and the
 load generator sharing the same cores.
 """
-    REPORT.write_text(report + kept_sections())
+    # The sections other measurements own (scripts/report_sections.py) stay on the page.
+    write_keeping_sections(REPORT, report)
     print(report)
-
-
-def kept_sections():
-    """The page's sections other scripts write (`make loadtest-throttle`), kept as they are."""
-    text = REPORT.read_text() if REPORT.exists() else ""
-    start, end = "<!-- throttle -->", "<!-- /throttle -->"
-    if start not in text or end not in text:
-        return ""
-    return "\n" + text[text.index(start):text.index(end) + len(end)] + "\n"
 
 
 def main():

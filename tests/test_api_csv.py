@@ -3,7 +3,9 @@
 The file is named after the account's slug, or its id when the account model has no slug.
 """
 
+import re
 from datetime import timedelta
+from urllib.parse import unquote
 
 import pytest
 from django.utils import timezone
@@ -137,3 +139,46 @@ def test_an_error_asked_as_csv_is_json(api_client, team):
     assert response["Content-Type"].startswith("application/json")
     assert "period" in response.json()
     assert as_user(api_client, team["viewer"]).get(HANDOFFS, {"format": "csv"}).status_code == 403
+
+
+# --- Content-Disposition (RFC 6266), whatever the slug ----------------------------------
+
+# One disposition, an ASCII fallback of safe characters, then the UTF-8 name percent-encoded.
+DISPOSITION = re.compile(
+    r"attachment; filename=\"(?P<ascii>[A-Za-z0-9._-]+)\"(?:; filename\*=UTF-8''(?P<utf8>[A-Za-z0-9%._~-]+))?"
+)
+
+
+@pytest.mark.skipif(not MODELS.has_slugs, reason="these accounts have no slug: their ids name the files")
+@pytest.mark.parametrize(
+    "slug, fallback, name",
+    [
+        ('q"uote; filename="evil.exe', "escalations-q_uote_filename_evil.exe-7d.csv",
+         'escalations-q"uote; filename="evil.exe-7d.csv'),
+        ("line\r\nSet-Cookie: x=1", "escalations-line_Set-Cookie_x_1-7d.csv",
+         "escalations-line__Set-Cookie: x=1-7d.csv"),
+        ("zoë-ångström", "escalations-zoe-angstrom-7d.csv", "escalations-zoë-ångström-7d.csv"),
+        ("東京", "escalations-_-7d.csv", "escalations-東京-7d.csv"),
+        ("../../etc\\passwd", "escalations-.._.._etc_passwd-7d.csv", None),  # no directory part
+        ("acme", "escalations-acme-7d.csv", None),
+    ],
+)
+def test_the_file_name_is_rfc_6266_for_any_slug(api_client, account, member, slug, fallback, name):
+    account.slug = slug
+    account.save()
+    client = as_user(api_client, member(Role.ADMIN))
+    response = client.get(URL, {"period": "7d", "format": "csv"})
+
+    assert response.status_code == 200
+    header = response["Content-Disposition"]
+    match = DISPOSITION.fullmatch(header)
+    assert match, header
+    assert match["ascii"] == fallback
+    assert (match["utf8"] and unquote(match["utf8"], errors="strict")) == name
+    assert "=?" not in header  # never MIME-encoded
+    # The streamed drill-down is named the same way.
+    streamed = client.get(HANDOFFS, {"period": "7d", "format": "csv"})
+    b"".join(streamed.streaming_content)
+    assert DISPOSITION.fullmatch(streamed["Content-Disposition"])["ascii"] == fallback.replace(
+        "escalations-", "escalations-handoffs-"
+    )

@@ -113,6 +113,11 @@ def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
         ("DJANGO_ANALYTICS_THROTTLE_RATE", "10/fortnight"),
         ("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", "-1"),
         ("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", "5s"),
+        *(
+            (variable, value)
+            for variable in ("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "DJANGO_ANALYTICS_EXPORT_MAX_SECONDS")
+            for value in ("0", "-5", "many")
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_start_naming_the_variable(monkeypatch, variable, value):
@@ -124,6 +129,10 @@ def test_a_bad_setting_stops_the_start_naming_the_variable(monkeypatch, variable
 def test_the_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("DJANGO_ANALYTICS_THROTTLE_RATE", "500/hour")
     monkeypatch.setenv("DJANGO_ANALYTICS_STATEMENT_TIMEOUT_MS", "0")
+    monkeypatch.setenv("DJANGO_ANALYTICS_EXPORT_MAX_ROWS", "250000")
+    monkeypatch.setenv("DJANGO_ANALYTICS_EXPORT_MAX_SECONDS", "none")
     loaded = runpy.run_path(str(SETTINGS_FILE))
     assert loaded["FLOWPILOT_ANALYTICS"]["THROTTLE_RATE"] == "500/hour"
     assert loaded["FLOWPILOT_ANALYTICS"]["STATEMENT_TIMEOUT_MS"] == 0
+    assert loaded["FLOWPILOT_ANALYTICS"]["EXPORT_MAX_ROWS"] == 250_000
+    assert loaded["FLOWPILOT_ANALYTICS"]["EXPORT_MAX_SECONDS"] is None

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 SCHEMA_URL = "/api/schema/"
-ERROR_STATUSES = {"400", "401", "403", "404", "429", "503"}
+ERROR_STATUSES = {"400", "401", "403", "404", "406", "429", "503"}
 
 # The schema as the running app serves it, loaded in-process through WSGI.
 application = get_wsgi_application()
@@ -110,14 +110,19 @@ def role_headers(account, member, settings, request, wsgi_keeps_test_connection)
     return headers
 
 
+def fuzzing(max_examples):
+    """Hypothesis's settings of a Schemathesis test here."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        # CI replays the same examples on every run; elsewhere each run explores anew.
+        derandomize=bool(os.environ.get("CI")),
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 @schema.parametrize()
-@settings(
-    max_examples=40,
-    deadline=None,
-    # CI replays the same examples on every run; elsewhere each run explores anew.
-    derandomize=bool(os.environ.get("CI")),
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzzing(max_examples=40)
 @pytest.mark.parametrize("role", ROLES)
 def test_the_api_conforms_to_its_schema(case, role, role_headers, schemathesis_examples):
     schemathesis_examples[role] += 1
@@ -137,6 +142,23 @@ def test_the_api_conforms_to_its_schema(case, role, role_headers, schemathesis_e
     )
     response = case.call_and_validate(headers=role_headers[role], excluded_checks=excluded)
     assert response.status_code < 500
+
+
+# A browser's Accept header: the browsable API's HTML renderer answers, errors included.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@schema.parametrize()
+@fuzzing(max_examples=20)
+@pytest.mark.parametrize("role", ROLES)
+def test_no_answer_is_a_server_error_when_a_browser_asks(case, role, role_headers, schemathesis_examples):
+    """As the schema's test above, with a browser's Accept: HTML is not in the schema, so only no 5xx.
+
+    The same as an outside client against a served app: `make served-check`.
+    """
+    schemathesis_examples[f"{role} (html)"] += 1
+    response = case.call(headers={**role_headers[role], "Accept": BROWSER_ACCEPT})
+    assert response.status_code < 500, response.text[:500]
 
 
 # --- The fields of every answer, pinned -------------------------------------------------

@@ -1,23 +1,30 @@
 """
 In a real browser: headless Chromium logs into the stock admin, follows the index's
 link to the escalation summary page, sees the widget and its charts, then opens the
-browsable API page of the endpoint; screenshots are saved.
+browsable API page of the endpoint; an engineer and an admin open the dashboard page
+at 800 and 1,366 pixels, choose each window form with the page's own form, and find
+the API's figures, dated charts, no horizontal scrolling and no console error.
+Screenshots are saved.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs
 them); skipped with the reason where they are missing. JavaScript is switched off,
-which proves the widget needs none. ``FLOWPILOT_SCREENSHOT_DIR=docs`` also saves
-the widget's screenshot there as ``admin-widget.png`` (``make screenshot``).
+which proves the widget and the dashboard need none. ``FLOWPILOT_SCREENSHOT_DIR=docs``
+also saves the README's screenshots there (``admin-widget.png``, ``dashboard-800.png``,
+``dashboard-1366.png``: ``make screenshot``).
 """
 
 import json
 import os
+import re
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone as django_timezone
+from rest_framework.test import APIClient
 
 from flowpilot_analytics.demo import DEMO_PASSWORD, seed_demo
 from flowpilot_analytics.factories import AccountFactory
@@ -54,6 +61,8 @@ def browser(live_server, transactional_db):
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+    # The console's messages, read by the dashboard's test (driver.get_log("browser")).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: Selenium Manager is never asked to download anything.
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
@@ -153,3 +162,205 @@ def test_admin_widget_and_browsable_api_in_chromium(live_server, frozen_now, bro
         shutil.copy(
             tmp_path / "admin-widget.png", Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / "admin-widget.png"
         )
+
+
+# --- The dashboard page -------------------------------------------------------------------------------
+
+DASHBOARD = "/analytics/flowpilot/escalations/"
+SUMMARY = "/api/v1/analytics/flowpilot/escalations"
+BY_ENGINEER = SUMMARY + "/by-engineer"
+WIDTHS = (800, 1366)
+
+
+def console_errors(browser):
+    """The console's errors since the last call (reading the log empties it)."""
+    return [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def navigating(browser, action, *, then):
+    """Runs ``action`` (a click, a key), then waits for the next page and its element ``then`` (CSS)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    action()
+    wait = WebDriverWait(browser, 30)
+    wait.until(expected_conditions.staleness_of(old_page))
+    return wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, then)))
+
+
+def choose_window(browser, *, period=None, start="", end="", time_zone="UTC", interval="day"):
+    """Fills the page's window form as a person would, and submits it with the Enter key."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+
+    Select(browser.find_element(By.ID, "fp-period")).select_by_value(period or "")
+    for field, value in (("fp-start", start), ("fp-end", end), ("fp-time-zone", time_zone)):
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value)
+    Select(browser.find_element(By.ID, "fp-interval")).select_by_value(interval)
+    navigating(browser, lambda: browser.find_element(By.ID, "fp-time-zone").send_keys(Keys.ENTER), then="#fp-cards")
+
+
+def shown_figures(browser):
+    """The cards' exact values, and each engineer row's claimed count, as the page carries them."""
+    from selenium.webdriver.common.by import By
+
+    def value(text):
+        return None if text == "" else json.loads(text)
+
+    cards = {
+        card.get_attribute("data-figure"): tuple(
+            value(card.get_attribute(f"data-{name}")) for name in ("value", "previous", "change")
+        )
+        for card in browser.find_elements(By.CSS_SELECTOR, ".fp-card")
+    }
+    engineers = [
+        (
+            row.get_attribute("data-engineer-id"),
+            value(row.find_element(By.CSS_SELECTOR, "[data-field=n_handoffs_claimed]").get_attribute("data-value")),
+        )
+        for row in browser.find_elements(By.CSS_SELECTOR, "#fp-engineers-table tbody tr")
+    ]
+    return cards, engineers
+
+
+def api_figures(client, **window):
+    summary = client.get(SUMMARY, {**window, "compare": "previous"}).json()
+    cards = {
+        name: (summary[name], summary["previous"][name], summary["change"].get(name))
+        for name in (
+            "n_handoffs_claimed",
+            "n_handoffs_with_action",
+            "avg_seconds_to_first_action",
+            "median_seconds_to_first_action",
+            "p95_seconds_to_first_action",
+            "action_rate",
+        )
+    }
+    engineers = [
+        (str(row["engineer_id"]), row["n_handoffs_claimed"])
+        for row in client.get(BY_ENGINEER, window).json()["engineers"]
+    ]
+    return cards, engineers
+
+
+def assert_fits_and_is_dated(browser, width):
+    """At ``width`` pixels: no horizontal scrolling, charts drawn with dates on their axis."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(width, 1000)
+    scroll_width, inner_width = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert scroll_width <= inner_width, f"horizontal scrolling at {width}px: {scroll_width} > {inner_width}"
+    chart = browser.find_element(By.ID, "fp-trend-chart")
+    assert 300 < chart.size["width"] <= width
+    dates = [label.text for label in chart.find_elements(By.CSS_SELECTOR, "text.fp-date")]
+    assert dates and all(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2}( \d{4})?", label) for label in dates), dates
+    assert browser.find_element(By.ID, "fp-distribution-chart").size["width"] > 200
+    return dates
+
+
+def test_the_dashboard_in_chromium_for_an_engineer_and_an_admin(live_server, frozen_now, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    accounts, _, _ = seed_demo(now=frozen_now)
+    northwind = next(account for account in accounts if account.slug == "northwind")
+    today = frozen_now.date()
+    windows = [
+        {},  # the default, 30d
+        {"period": "7d"},
+        {"period": "90d", "interval": "week"},
+        {
+            "start": (today - timedelta(days=20)).isoformat(),
+            "end": (today - timedelta(days=1)).isoformat(),
+            "time_zone": "Europe/Paris",
+        },
+        {
+            "start": f"{today - timedelta(days=35)}T08:00",
+            "end": f"{today - timedelta(days=5)}T18:30",
+            "time_zone": "America/New_York",
+            "interval": "week",
+        },
+    ]
+    for username in ("northwind-engineer", "northwind-admin"):
+        user = get_user_model().objects.get(username=username)
+        api_client = APIClient()
+        api_client.force_authenticate(user)
+        # Anonymous: the host's login page, then back to the dashboard asked for.
+        browser.delete_all_cookies()
+        browser.set_window_size(WIDTHS[0], 1000)
+        browser.get(f"{live_server.url}{DASHBOARD}?period=30d")
+        assert "/api-auth/login/" in browser.current_url
+        browser.find_element(By.NAME, "username").send_keys(username)
+        browser.find_element(By.NAME, "password").send_keys(DEMO_PASSWORD)
+        submit = browser.find_element(By.CSS_SELECTOR, "input[type=submit]")
+        navigating(browser, submit.click, then="#fp-cards")
+        assert browser.current_url == f"{live_server.url}{DASHBOARD}?period=30d"
+        console_errors(browser)  # the login page's own (its favicon) are not the dashboard's
+
+        for window in windows:
+            browser.set_window_size(WIDTHS[0], 1000)
+            if window:
+                choose_window(browser, **window)
+            else:
+                browser.get(f"{live_server.url}{DASHBOARD}")
+            assert "Northwind MSP" in browser.title
+            api_window = {key: value for key, value in window.items() if key != "interval"}
+            assert shown_figures(browser) == api_figures(api_client, **api_window), (username, window)
+            if window.get("time_zone"):
+                assert window["time_zone"] in browser.find_element(By.ID, "fp-window").text
+            for width in WIDTHS:
+                assert_fits_and_is_dated(browser, width)
+            assert console_errors(browser) == [], (username, window)
+
+        cards, engineers = shown_figures(browser)
+        if username == "northwind-engineer":
+            assert [engineer_id for engineer_id, _ in engineers] == [str(user.pk)]
+            assert "northwind-admin" not in browser.find_element(By.ID, "fp-waiting").text
+        else:
+            assert len(engineers) == 3
+
+    # By keyboard alone: the form's fields in order, then the trend's table opened from its summary.
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{live_server.url}{DASHBOARD}")
+    stops = []
+    for _ in range(40):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        active = browser.switch_to.active_element
+        stops.append(active.get_attribute("id") or active.text)
+        if active.text == "The trend as a table":
+            break
+    form_fields = [stop for stop in stops if stop.startswith("fp-")]
+    assert form_fields == ["fp-period", "fp-start", "fp-end", "fp-time-zone", "fp-interval"], stops
+    assert stops[-1] == "The trend as a table", stops
+    table = browser.find_element(By.ID, "fp-trend-table")
+    assert not table.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert table.is_displayed()
+    assert console_errors(browser) == []
+
+    # The README's pictures: the admin's default page, from the top to the per-engineer table.
+    browser.get(f"{live_server.url}{DASHBOARD}")
+    for width in WIDTHS:
+        browser.set_window_size(width, 1000)
+        engineers_table = browser.find_element(By.ID, "fp-engineers")
+        bottom = engineers_table.rect["y"] + engineers_table.rect["height"] + 24
+        window_chrome = 1000 - browser.execute_script("return window.innerHeight")
+        browser.set_window_size(width, int(bottom + window_chrome))
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        browser.save_screenshot(str(tmp_path / f"dashboard-{width}.png"))
+        assert (tmp_path / f"dashboard-{width}.png").read_bytes().startswith(b"\x89PNG")
+    assert console_errors(browser) == []
+    assert northwind.pk == int(browser.find_element(By.ID, "fp-dashboard").get_attribute("data-account-id"))
+    if os.environ.get("FLOWPILOT_SCREENSHOT_DIR"):
+        for width in WIDTHS:
+            shutil.copy(
+                tmp_path / f"dashboard-{width}.png",
+                Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / f"dashboard-{width}.png",
+            )

@@ -28,6 +28,7 @@ def test_the_app_is_the_installed_wheel_and_the_source_tree_is_not_on_the_path()
 
 def test_the_wheel_brings_its_templates_and_static_files():
     assert finders.find("flowpilot_analytics/admin/escalation_summary.css")
+    assert finders.find("flowpilot_analytics/dashboard/dashboard.css")
 
 
 def test_the_system_checks_pass_and_no_migration_is_missing():

@@ -4,20 +4,23 @@ DRF's ``CursorPagination`` orders by one field; the lag needs a tiebreaker
 (the handoff id) and a place for the handoffs without action (NULL lag: last,
 in both directions). The cursor is the position after the last row of a page
 (its ordering value and id) plus the ``now`` the first page's window ended at,
-so every page of a ``period`` reads the same window. It is opaque base64 JSON:
-a client gives ``next_cursor`` back unchanged.
+so every page of a ``period`` reads the same window. It is signed with
+``django.core.signing`` (the ``SECRET_KEY``, and ``SECRET_KEY_FALLBACKS`` while a
+key is rotated out), salted with the endpoint and the account
+(:func:`cursor_salt`): a client gives ``next_cursor`` back unchanged, and any
+other cursor, a changed one, or one of another endpoint or account, is a 400
+naming ``cursor``. The ordering is signed inside it, so a cursor of another
+ordering is refused with a message saying which.
 
 The page's query parameters (``ordering``, ``page_size``, ``cursor``) are
 validated with the rest of the query, by :class:`PageQueryMixin`, and
 :class:`HandoffKeysetPagination` pages a queryset with them.
 """
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.core import signing
 from django.db.models import F, Q
 from rest_framework import serializers
 from rest_framework.pagination import BasePagination
@@ -31,6 +34,8 @@ HANDOFF_ORDERINGS = ("-claimed_at", "claimed_at", "-seconds_to_first_action", "s
 DEFAULT_ORDERING = "-claimed_at"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Rows an export fetches at a time from its server-side cursor.
+EXPORT_CHUNK_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,21 @@ class Cursor:
     handoff_id: int
     now: datetime
 
-    def encode(self):
+    def encode(self, *, salt):
+        """The signed text of the cursor (``salt``: :func:`cursor_salt` of the endpoint)."""
         value = self.value.isoformat() if isinstance(self.value, datetime) else self.value
-        text = json.dumps(
-            [self.ordering, value, self.handoff_id, self.now.isoformat()], separators=(",", ":")
-        )
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        position = [self.ordering, value, self.handoff_id, self.now.isoformat()]
+        return signing.dumps(position, salt=salt, compress=True)
 
     @classmethod
-    def decode(cls, text):
-        """The cursor ``encode`` gave; ``ValueError`` for anything else."""
+    def decode(cls, text, *, salt):
+        """The cursor ``encode`` gave with the same ``salt``; ``ValueError`` for anything else."""
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            ordering, value, handoff_id, now = json.loads(raw)
+            ordering, value, handoff_id, now = signing.loads(text, salt=salt)
             now = datetime.fromisoformat(now)
-        except (binascii.Error, UnicodeDecodeError, TypeError, ValueError, RecursionError) as error:
+        except (signing.BadSignature, TypeError, ValueError) as error:
             raise ValueError("not a cursor") from error
+        # Signed by this API, so well-formed; checked all the same, as a second line.
         if ordering not in HANDOFF_ORDERINGS or now.tzinfo is None or not within_bounds(now):
             raise ValueError("not a cursor")
         if type(handoff_id) is not int or not 0 < handoff_id < 2**63:
@@ -80,14 +84,24 @@ class Cursor:
         return cls(ordering=ordering, value=value, handoff_id=row["id"], now=now)
 
 
-class CursorField(serializers.CharField):
-    """A ``next_cursor`` as the API gave it out, decoded to a :class:`Cursor`."""
+def cursor_salt(view):
+    """The signing salt of ``view``'s cursors: its endpoint and its account (resolved before the query)."""
+    return f"flowpilot_analytics.cursor:{type(view).__name__}:{view.account.pk}"
 
-    default_error_messages = {"invalid": "Not a cursor this API gave out (give next_cursor unchanged)."}
+
+class CursorField(serializers.CharField):
+    """A ``next_cursor`` as this endpoint gave it out for this account, decoded to a :class:`Cursor`.
+
+    The serializer's context holds the ``view`` (for :func:`cursor_salt`).
+    """
+
+    default_error_messages = {
+        "invalid": "Not a cursor this endpoint gave out for this account (give next_cursor unchanged)."
+    }
 
     def to_internal_value(self, data):
         try:
-            return Cursor.decode(super().to_internal_value(data))
+            return Cursor.decode(super().to_internal_value(data), salt=cursor_salt(self.context["view"]))
         except ValueError:
             self.fail("invalid")
 
@@ -122,7 +136,10 @@ class PageQueryMixin(serializers.Serializer):
 
 
 class HandoffKeysetPagination(BasePagination):
-    """Pages of handoffs (a queryset annotated ``lag``) in the query's ordering, from its cursor on."""
+    """Pages of handoffs (a queryset annotated ``lag``) in the query's ordering, from its cursor on.
+
+    Or every row from the cursor on, for a CSV export (:meth:`export_rows`).
+    """
 
     # The fields a page adds to the answer (not the CSV's: it has no pages).
     page_fields = ("next", "next_cursor")
@@ -134,19 +151,38 @@ class HandoffKeysetPagination(BasePagination):
             queryset = queryset.filter(after_cursor(cursor))
         return queryset.order_by(*order_by(params["ordering"]))
 
-    def paginate_queryset(self, queryset, request, view=None):
-        """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
+    def start(self, request, view):
         params = view.params
-        self.request, self.ordering, self.page_size = request, params["ordering"], params["page_size"]
+        self.request, self.ordering, self.salt = request, params["ordering"], cursor_salt(view)
         cursor = params.get("cursor")
         self.now = cursor.now if cursor is not None else view.now
+        return params
+
+    def cursor_after(self, row):
+        """The signed cursor of the position just past ``row`` (a row of ``handoff_rows``)."""
+        return Cursor.after(row, ordering=self.ordering, now=self.now).encode(salt=self.salt)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
+        params = self.start(request, view)
+        self.page_size = params["page_size"]
         # One row more than a page tells whether another page follows.
         rows = list(handoff_rows(self.ordered(queryset, params)[: self.page_size + 1]))
         self.next_cursor = None
         if len(rows) > self.page_size:
             rows = rows[: self.page_size]
-            self.next_cursor = Cursor.after(rows[-1], ordering=self.ordering, now=self.now).encode()
+            self.next_cursor = self.cursor_after(rows[-1])
         return rows
+
+    def export_rows(self, queryset, request, view):
+        """Every row from the query's cursor on, in its ordering, fetched as they are iterated.
+
+        The rows come :data:`EXPORT_CHUNK_SIZE` at a time from a server-side
+        cursor on PostgreSQL, so iterate them inside a transaction (the export's,
+        bound to the account); :meth:`cursor_after` gives where to resume after one.
+        """
+        params = self.start(request, view)
+        return handoff_rows(self.ordered(queryset, params), chunk_size=EXPORT_CHUNK_SIZE)
 
     def get_page(self, rows):
         """The page's fields of the answer: the next page's link and cursor (``None`` on the last), the rows."""

@@ -6,36 +6,30 @@ per bucket (``distribution_under_1m``: its count). An endpoint answering a
 list (trend buckets, engineers, handoffs) gives one line per item: the
 response's own fields first, repeated on every line, then the item's.
 
-Text cells that a spreadsheet would run as a formula (starting with ``=``,
-``+``, ``-``, ``@``, a tab or a carriage return) get a leading single quote;
-numbers are written as they are, so a negative change stays a number.
+Text cells that a spreadsheet could run as a formula get a leading single
+quote (:mod:`flowpilot_analytics.csv_safety`, the guard of every CSV the app
+writes); numbers are written as they are, so a negative change stays a number.
 
 One path writes every CSV, :func:`csv_lines`: the renderer joins its lines into
-a response's body, :func:`streaming_csv` streams them.
+a response's body, :func:`streaming_csv` streams them. Each is a download named
+by :func:`attachment_disposition`.
 """
 
 import csv
+import re
+import unicodedata
+from time import monotonic
+from urllib.parse import quote
 
 from django.http import StreamingHttpResponse
 from rest_framework.renderers import BaseRenderer
 from rest_framework.serializers import ListSerializer, Serializer
 
+from ..csv_safety import neutralised
 from ..stats import LAG_BUCKETS
 from .serializers import DistributionBucketSerializer
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 CSV_MEDIA_TYPE = "text/csv"
-
-
-def neutralised(value):
-    """The cell of ``value``: text that could start a formula is quoted with a leading ``'``."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def flatten(data, prefix=""):
@@ -66,6 +60,34 @@ def serializer_columns(serializer, prefix=""):
     return columns
 
 
+# Anything but these in the ASCII fallback of a file name becomes "_" (a run of them, one).
+_UNSAFE_IN_FALLBACK = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def attachment_disposition(filename):
+    """``Content-Disposition`` of a download named ``filename`` (any text), by RFC 6266.
+
+    ``filename="..."`` is an ASCII fallback of safe characters only (accents
+    dropped, anything else ``_``), so no quote, semicolon or line break can end
+    the parameter or the header; when it differs from the name, the name follows
+    as ``filename*=UTF-8''...`` (RFC 8187), with control characters and path
+    separators replaced by ``_``, which browsers prefer.
+    """
+    name = "".join(
+        "_" if character in "/\\" or unicodedata.category(character) in {"Cc", "Cf"} else character
+        for character in filename
+    )
+    ascii_name = "".join(
+        unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode() or "_"
+        for character in filename
+    )
+    fallback = _UNSAFE_IN_FALLBACK.sub("_", ascii_name.replace("_", " "))
+    disposition = f'attachment; filename="{fallback}"'
+    if name != fallback:
+        disposition += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return disposition
+
+
 class _Line:
     """A file-like sink for :class:`csv.writer` that hands back each line it is given."""
 
@@ -90,6 +112,40 @@ def csv_lines(envelope, rows=None, *, row_serializer=None):
     yield writer.writerow(header)
     for line in lines:
         yield writer.writerow([neutralised(line.get(column)) for column in header])
+
+
+def marker_line(text):
+    """A line of a CSV that is not data (``# ...``): one cell, told apart by its first character."""
+    return csv.writer(_Line()).writerow([f"# {text}"])
+
+
+class ExportLimit:
+    """The rows of an export, stopped before ``max_rows`` + 1 or once ``max_seconds`` have passed.
+
+    Iterate it once; then ``stopped`` says why it stopped early (``None``: every
+    row was given), ``count`` how many rows it gave and ``last`` the last one.
+    ``None`` for either bound lifts it.
+    """
+
+    def __init__(self, rows, *, max_rows, max_seconds):
+        self.rows, self.max_rows, self.max_seconds = rows, max_rows, max_seconds
+        self.stopped, self.count, self.last = None, 0, None
+
+    def __iter__(self):
+        started = monotonic()
+        for row in self.rows:
+            # A row past the limit is fetched only to know that there are more.
+            if self.max_rows is not None and self.count >= self.max_rows:
+                self.stopped = f"Truncated after {self.count} rows (EXPORT_MAX_ROWS)"
+                return
+            if self.max_seconds is not None and monotonic() - started >= self.max_seconds:
+                self.stopped = (
+                    f"Truncated after {self.max_seconds} s (EXPORT_MAX_SECONDS) at {self.count} rows"
+                )
+                return
+            self.count += 1
+            self.last = row
+            yield row
 
 
 def streaming_csv(lines, *, disposition):

@@ -21,13 +21,19 @@ class AccountNotFoundSerializer(serializers.Serializer):
 OK = "The figures of the account over the period (seconds, rounded to milliseconds; null without data)."
 BAD_REQUEST = (
     "A query parameter is invalid or repeated: `period` is not 7d, 30d or 90d, `account` is not a "
-    "positive integer, or you belong to several accounts and gave no `account`."
+    "positive integer, or you belong to several accounts and gave no `account`; or the query string "
+    "holds more parameters than the server reads (`query`)."
 )
 UNAUTHENTICATED = "No credentials, a bad token, or the token of an inactive or deleted user."
 FORBIDDEN = "Your role in the account is `viewer`, or you have no membership at all (staff included)."
 NOT_FOUND = "You are not a member of that account, or it does not exist (one answer for both)."
+NOT_ACCEPTABLE = (
+    "No answer in the format asked for: `format` (json or csv) and the Accept header disagree "
+    "(e.g. format=json with Accept: text/csv). Answered in JSON."
+)
 THROTTLED = "Too many requests: wait the number of seconds in the Retry-After header."
-QUERY_TIMEOUT = (
+UNAVAILABLE = (
     "The query ran past the server's statement timeout, or a read replica cancelled it (a conflict "
-    "with replication); retry after the number of seconds in the Retry-After header."
+    "with replication), or the database is unavailable (always JSON); retry after the number of "
+    "seconds in the Retry-After header."
 )

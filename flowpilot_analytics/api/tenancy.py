@@ -1,17 +1,24 @@
 """Turning a request into the one account it may read (the tenant), before any handler runs.
 
+Shared by the API (:class:`~flowpilot_analytics.api.bases.AccountScopedApi`) and the
+dashboard page (:mod:`flowpilot_analytics.dashboard`): both resolve the account, and
+decide whose handoffs a member sees, with these functions and nothing else.
+
 Who may read which account is the access policy's answer
 (:mod:`flowpilot_analytics.access`: the app's memberships by default, or a host's
 own roles); the rules turning it into an account, a 400, a 403 or a 404 are the
-same whichever policy answers.
+same whichever policy answers. Accounts are rows of the account model in use
+(:func:`~flowpilot_analytics.models.get_account_model`), named through the field map.
 """
 
 from dataclasses import dataclass
 
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 
-from ..access import roles_of
+from .. import rls
+from ..access import Role, roles_of
+from ..field_map import account_label, account_name
 from ..models import get_account_model
 
 ACCOUNT_PARAM = "account"
@@ -20,6 +27,16 @@ NO_SUCH_ACCOUNT = {ACCOUNT_PARAM: "No such account."}
 
 # Account ids are bigints: a larger number names no account and must not reach the database.
 MAX_ACCOUNT_ID = 2**63 - 1
+
+# The roles that may read an account's analytics; a viewer may not.
+ANALYTICS_ROLES = (Role.ENGINEER, Role.ADMIN)
+
+
+class SeveralAccounts(ValidationError):
+    """A member of several accounts named none: a 400 for the API, the account chooser for the page."""
+
+    def __init__(self):
+        super().__init__({ACCOUNT_PARAM: ["You belong to several accounts: give the account id."]})
 
 
 class AccountParamSerializer(serializers.Serializer):
@@ -36,26 +53,40 @@ class AccountParamSerializer(serializers.Serializer):
 
 @dataclass(frozen=True)
 class AccountMembership:
-    """The requesting user's role in the account the request names (the access policy's answer)."""
+    """A user's role in one account (the access policy's answer), and the account's row once read."""
 
     account_id: int
     role: str
+    # The account's row (of the account model in use); None until read (account_of, memberships_of).
+    account: object = None
+
+    @property
+    def name(self):
+        return account_name(self.account)
+
+    @property
+    def label(self):
+        """The account's slug, else its id (``FIELDS["account.slug"]`` may be ``None``)."""
+        return account_label(self.account)
 
 
-def membership_for_request(*, user, query_params):
+def membership_for_request(*, user, query_params, roles=None):
     """The requesting user's membership (an :class:`AccountMembership`) in the account the request names.
 
     ``account`` may be omitted by a user with a single account. A user with
-    several must name one (400). An account the user is not a member of is a 404,
-    the same as one that does not exist, so ids cannot be probed. ``None`` when
-    the user has no account at all (the permission then answers 403).
+    several must name one (:class:`SeveralAccounts`, a 400). An account the user
+    is not a member of is a 404, the same as one that does not exist, so ids
+    cannot be probed. ``None`` when the user has no account at all (the
+    permission then answers 403). ``roles``: the policy's answer, when the
+    caller already has it (else it is asked, one query with the default policy).
+    The account's row is not read here: see :func:`account_of`.
     """
     values = query_params.getlist(ACCOUNT_PARAM)
     if len(values) > 1:
         raise ValidationError({ACCOUNT_PARAM: ["Give the account parameter once."]})
     params = AccountParamSerializer(data={ACCOUNT_PARAM: values[0]} if values else {})
     params.is_valid(raise_exception=True)
-    roles = roles_of(user)
+    roles = roles_of(user) if roles is None else roles
 
     account_id = params.validated_data.get(ACCOUNT_PARAM)
     if account_id is not None:
@@ -64,15 +95,76 @@ def membership_for_request(*, user, query_params):
         return AccountMembership(account_id, roles[account_id])
 
     if len(roles) > 1:
-        raise ValidationError(
-            {ACCOUNT_PARAM: ["You belong to several accounts: give the account id."]}
-        )
+        raise SeveralAccounts()
     return next((AccountMembership(pk, role) for pk, role in roles.items()), None)
 
 
 def account_of(membership):
-    """The account a membership grants (read once its id is bound for RLS); 404 when it does not exist."""
+    """``membership`` with its account's row, bound for Row-Level Security first; 404 when it does not exist.
+
+    Bound before it is read: a host's policies may show an account's row only
+    to a transaction bound to it. Every query after this one reads that
+    account's rows alone.
+    """
+    rls.bind_account(membership.account_id)
     account = get_account_model()._default_manager.filter(pk=membership.account_id).first()
     if account is None:
         raise NotFound(NO_SUCH_ACCOUNT)
-    return account
+    return AccountMembership(membership.account_id, membership.role, account)
+
+
+def accounts_by_id(account_ids):
+    """``{pk: account}`` of the accounts among ``account_ids`` that exist, before any account is bound.
+
+    One query reads those the database shows the transaction (every one, with
+    the app's own account model: its account table has no policy). Those it
+    hides (a host's policies may show an organisation's row only to a
+    transaction bound to it) are read one by one, each under its own binding,
+    as a request naming that account would read it; then the transaction is
+    bound to no account again. Pass only ids the access policy gave the user.
+    """
+    account_ids = set(account_ids)
+    manager = get_account_model()._default_manager
+    found = {account.pk: account for account in manager.filter(pk__in=account_ids)} if account_ids else {}
+    hidden = sorted(account_ids - found.keys())
+    for account_id in hidden:
+        rls.bind_account(account_id)
+        account = manager.filter(pk=account_id).first()
+        if account is not None:
+            found[account_id] = account
+    if hidden:
+        rls.unbind_account()
+    return found
+
+
+def memberships_of(*, user, roles=None):
+    """Every account the access policy gives ``user``, with its row, by name (the page's account chooser).
+
+    An account the policy names that no longer exists is left out. ``roles``:
+    the policy's answer, when the caller already has it.
+    """
+    roles = roles_of(user) if roles is None else roles
+    accounts = accounts_by_id(roles)
+    memberships = [AccountMembership(pk, roles[pk], account) for pk, account in accounts.items()]
+    return sorted(memberships, key=lambda membership: (membership.name.casefold(), membership.account_id))
+
+
+def may_read_analytics(membership):
+    """Whether a membership (or ``None``: no account at all) opens its account's analytics."""
+    return membership is not None and membership.role in ANALYTICS_ROLES
+
+
+def claimer_in_scope(*, membership, user, claimed_by=None):
+    """Whose handoffs ``user`` reads: ``None`` (every claimer) for an admin, else only their own.
+
+    ``claimed_by`` is the claimer asked for (a user id, ``"deleted"`` or ``None``):
+    an admin may name anyone; an engineer naming anyone but themselves is refused (403).
+    """
+    if membership.role == Role.ADMIN:
+        return claimed_by
+    if claimed_by is not None and claimed_by != user.pk:
+        raise PermissionDenied(
+            f"As an engineer of this account you see only the handoffs you claimed: give claimed_by="
+            f"{user.pk} (your id) or leave it out."
+        )
+    return user.pk

@@ -5,7 +5,6 @@ from ..selectors import (
     escalation_metrics,
     escalation_metrics_by_engineer,
     escalation_trend,
-    handoff_rows,
     handoffs_of_claimer,
     handoffs_with_lag,
 )
@@ -142,9 +141,12 @@ class EscalationHandoffsApi(ClaimerScopedApi):
             handoffs = handoffs.filter(first_action_at__isnull=not params["has_action"])
         paginator = self.pagination_class()
         if self.wants_csv(request):
-            # Fetched here, inside the request's transaction (RLS is bound to it);
-            # only the rendering is streamed, after the view has returned.
-            rows = list(handoff_rows(paginator.ordered(handoffs, params)))
-            return self.stream_csv(rows, ordering=params["ordering"], leave_out=paginator.page_fields)
+            # Read as the response streams (a server-side cursor, in a transaction bound to the account).
+            return self.stream_csv(
+                paginator.export_rows(handoffs, request, view=self),
+                resume=paginator.cursor_after,
+                ordering=params["ordering"],
+                leave_out=paginator.page_fields,
+            )
         rows = paginator.paginate_queryset(handoffs, request, view=self)
         return self.respond(ordering=params["ordering"], **paginator.get_page(rows))

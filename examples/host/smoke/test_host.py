@@ -16,6 +16,7 @@ import math
 from datetime import timedelta
 from html.parser import HTMLParser
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.contrib import admin
@@ -34,6 +35,9 @@ from flowpilot_analytics.models import Account, AiSession, AiSessionStep, Member
 
 URL = "/api/v1/analytics/flowpilot/escalations"
 WIDGET_URL = "/admin/flowpilot_analytics/escalationsummarypage/"
+DASHBOARD_URL = "/analytics/flowpilot/escalations/"
+# The host's own templates (its layout), outside any app: named in TEMPLATES["DIRS"] by the test using them.
+HOST_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # CONTRACT.md, "The API": the exact text, written out here rather than imported.
 METRIC_DEFINITION = (
     "elapsed_seconds(first ai_session_step in session where created_at > SessionHandoff.claimed_at) "
@@ -251,6 +255,43 @@ def test_the_stock_admin_index_links_to_the_widget_page_which_renders(admin_clie
 
     client.force_login(acme[1])  # an engineer is not staff
     assert client.get(WIDGET_URL).status_code == 302
+
+
+# --- The dashboard page ---------------------------------------------------------------------
+
+
+def test_the_dashboard_renders_for_an_engineer_inside_the_hosts_own_layout(client, acme, settings):
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [HOST_TEMPLATES]}]
+    settings.FLOWPILOT_ANALYTICS = {"BASE_TEMPLATE": "host/base.html"}
+    call_command("check", fail_level="WARNING", stdout=StringIO())
+    account, engineer = acme
+    client.force_login(engineer)
+
+    response = client.get(DASHBOARD_URL, {"period": "30d"})
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'id="host-navigation"' in content and 'id="host-footer"' in content
+    assert "<title>Escalations · Acme MSP | FlowPilot monolith</title>" in content
+    for field, value in expected_figures(account, "30d").items():
+        shown = "" if value is None else value
+        assert f'data-figure="{field}" data-value="{shown}"' in content, field
+    assert "flowpilot_analytics/dashboard/dashboard.css" in content
+    assert "Globex" not in content
+
+
+def test_the_dashboard_sends_anonymous_to_the_hosts_login_and_refuses_a_viewer(
+    client, acme, django_user_model
+):
+    response = client.get(DASHBOARD_URL)
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/analytics/flowpilot/escalations/"
+    viewer = django_user_model.objects.create_user("acme-viewer-2")
+    Membership.objects.create(user=viewer, account=acme[0], role=Membership.Role.VIEWER)
+    client.force_login(viewer)
+    refused = client.get(DASHBOARD_URL)
+    assert refused.status_code == 403
+    assert "<!DOCTYPE html>" in refused.content.decode()  # the app's own minimal layout, by default
 
 
 # --- The report command ---------------------------------------------------------------------
