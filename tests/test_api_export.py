@@ -1,5 +1,8 @@
 """The drill-down's CSV export: streamed from a server-side cursor, bound to the account, bounded by settings.
 
+Core suite: with the app's models and with a host's (tests/settings_host_models.py), whose
+own Row-Level Security setting the export's transaction sets as the request's did.
+
 Its memory and time at 10k, 100k and 250k rows are measured by `make export-load`
 (docs/load-test.md), not here.
 """
@@ -12,8 +15,9 @@ from django.db import OperationalError, connection
 
 from flowpilot_analytics.api import pagination, renderers
 from tests.builders import HANDOFFS, as_user
+from tests.model_sets import MODELS
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
 
 def export(client, **params):
@@ -155,11 +159,13 @@ def test_the_export_streams_from_a_server_side_cursor_bound_to_the_account(
     chunks = iter(response.streaming_content)
     header, first_row = next(chunks), next(chunks)
 
-    # Half-way through: a transaction of the export's own, bound to the account, a cursor open.
+    # Half-way through: a transaction of the export's own, bound to the account (the app's setting,
+    # and the host's own with a host's models), a cursor open.
     assert connection.in_atomic_block
-    assert in_the_export("SELECT current_user, current_setting('flowpilot.account_id')") == [
-        (as_served_by_the_app_role, str(account.pk))
-    ]
+    assert in_the_export(
+        "SELECT current_user, current_setting('flowpilot.account_id'),"
+        f" current_setting('{MODELS.account_setting}'), current_setting('{MODELS.user_setting}')"
+    ) == [(as_served_by_the_app_role, str(account.pk), str(account.pk), str(team["admin"].pk))]
     assert len(in_the_export("SELECT name FROM pg_cursors WHERE NOT is_holdable")) == 1
     rest = b"".join(chunks)
 
@@ -168,7 +174,8 @@ def test_the_export_streams_from_a_server_side_cursor_bound_to_the_account(
     assert len(list(csv.DictReader(io.StringIO(text)))) == 8
     assert not connection.in_atomic_block
     assert in_the_export("SELECT count(*) FROM pg_cursors") == [(0,)]
-    assert in_the_export("SELECT current_setting('flowpilot.account_id', true)") in ([("",)], [(None,)])
+    for setting in {"flowpilot.account_id", MODELS.account_setting}:
+        assert in_the_export(f"SELECT current_setting('{setting}', true)") in ([("",)], [(None,)])
 
 
 @pytest.mark.postgres_only
