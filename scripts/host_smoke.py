@@ -244,8 +244,10 @@ def same_figures(python, reference, shared, *, settings, database_url, label, du
         print("\n".join(list(diff)[:80]), file=sys.stderr)
         raise StepFailed(f"[{label}] the host's answers differ from {reference.name}'s for the same scenario")
     answers = json.loads(ours)
-    print(f"   equal: {len(answers['api'])} API questions, the admin page's {len(answers['widget']['cells'])} "
-          f"cells, the report's {len(answers['report'])} accounts", flush=True)
+    print(f"   equal: {len(answers['api'])} API questions, {len(answers['export'])} exports cut and resumed "
+          f"({sum(len(item['answers']) for item in answers['export'])} parts), {len(answers['dashboard'])} "
+          f"dashboard pages, the admin page's {len(answers['widget']['cells'])} cells, the report's "
+          f"{len(answers['report'])} accounts", flush=True)
 
 
 def main(argv=None):

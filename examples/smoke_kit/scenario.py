@@ -5,10 +5,12 @@ A host's smoke suite builds ``scenario.json`` with its own
 models (a ``builder``: the app's own, or a monolith's organisations, tickets,
 steps and escalations), then :func:`run_scenario` asks every face of the app the
 same questions (the API's summary, windows, comparison, trend, per-engineer,
-drill-down pages and CSVs, as each user of the scenario; the admin summary page;
-the report command) at the scenario's frozen instant, and returns the answers
-with every id replaced by the scenario's own name for the row (accounts by slug,
-users by username, sessions and handoffs by key). Two hosts holding the same
+drill-down pages and their signed cursors, CSVs and their file names, the
+streamed export cut by ``EXPORT_MAX_ROWS`` and resumed from its cursor, as each
+user of the scenario; the dashboard page, its account chooser and refusals; the
+admin summary page; the report command) at the scenario's frozen instant, and
+returns the answers with every id replaced by the scenario's own name for the
+row (accounts by slug, users by username, sessions and handoffs by key). Two hosts holding the same
 scenario must give the same dump, whatever their models are called:
 ``host_smoke.py --compare-with`` checks it.
 """
@@ -21,10 +23,12 @@ import re
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 SCENARIO = Path(__file__).with_name("scenario.json")
 URL = "/api/v1/analytics/flowpilot/escalations"
 WIDGET_URL = "/admin/flowpilot_analytics/escalationsummarypage/"
+DASHBOARD_URL = "/analytics/flowpilot/escalations/"
 
 # (user, path, query): every question asked, in order; "<slug>" values name an account's id.
 REQUESTS = [
@@ -48,6 +52,28 @@ REQUESTS = [
     ("cy", "/handoffs", {"period": "90d", "format": "csv"}),
     ("vic", "", {"period": "90d"}),
     ("ada", "", {"period": "90d", "account": "<zeta>"}),
+    # A cursor this endpoint did not sign for this account.
+    ("ada", "/handoffs", {"period": "90d", "cursor": "not-a-cursor"}),
+]
+# The drill-down's streamed export, cut after this many rows: each part ends with the cursor of the next.
+EXPORT_MAX_ROWS = 3
+EXPORT_REQUESTS = [
+    ("ada", "/handoffs", {"period": "90d", "format": "csv", "ordering": "-seconds_to_first_action"}),
+    ("bob", "/handoffs", {"period": "90d", "format": "csv", "account": "<acme>"}),
+]
+# (user, query) of the dashboard page: figures as an admin, as an engineer, the chooser of a member of
+# two accounts (one as a viewer: the policies may hide accounts until bound), refusals, a bad window.
+DASHBOARD_REQUESTS = [
+    ("ada", {}),
+    ("ada", {"period": "90d", "interval": "week"}),
+    ("ada", {"start": "2026-05-01", "end": "2026-06-10", "time_zone": "Europe/Paris"}),
+    ("bob", {}),
+    ("bob", {"account": "<acme>", "period": "90d"}),
+    ("bob", {"account": "<globex>"}),
+    ("cy", {"period": "90d"}),
+    ("vic", {}),
+    ("ada", {"account": "<zeta>"}),
+    ("ada", {"period": "14d"}),
 ]
 # Fields holding ids, and what names them in the dump.
 ID_FIELDS = {"account_id": "accounts", "engineer_id": "users", "claimed_by_id": "users",
@@ -111,23 +137,38 @@ def named(value, names):
     return result
 
 
+def query_params(users, query):
+    """A user's or an account's name in a query stands for its id."""
+    return {key: (str(users[value].pk) if value in users else value) for key, value in query.items()}
+
+
 def ask(client, users, names, user, path, query):
-    """One question, as ``user``: every page of a drill-down, the CSV as its rows; named."""
+    """One question, as ``user``: every page of a drill-down, every part of a cut export; named.
+
+    A CSV is its rows; an export cut short ends with a ``# Truncated ...`` line
+    whose cursor gives the next part (the line is kept, the cursor named only as
+    ``<cursor>``: it is signed, and encodes ids).
+    """
     client.force_login(users[user])
-    # A user's or an account's name in a query stands for its id.
-    params = {key: (str(users[value].pk) if value in users else value) for key, value in query.items()}
+    params = query_params(users, query)
     answers = []
     while True:
         response = client.get(URL + path, params)
         answer = {"status": response.status_code, "disposition": response.get("Content-Disposition")}
+        cursor = None
         if response.get("Content-Type", "").startswith("text/csv"):
             content = b"".join(response.streaming_content) if response.streaming else response.content
-            answer["csv"] = named(list(csv.DictReader(io.StringIO(content.decode("utf-8"), newline=""))), names)
+            lines = content.decode("utf-8").splitlines(keepends=True)
+            if lines and lines[-1].startswith("# "):
+                marker = lines.pop().strip()
+                cursor = marker.rsplit("cursor=", 1)[1] if "cursor=" in marker else None
+                answer["marker"] = re.sub(r"cursor=\S+", "cursor=<cursor>", marker)
+            answer["csv"] = named(list(csv.DictReader(io.StringIO("".join(lines), newline=""))), names)
         else:
             body = response.json()
             answer["body"] = named(body, names)
+            cursor = body.get("next") and body.get("next_cursor")
         answers.append(answer)
-        cursor = answer.get("body", {}).get("next") and body.get("next_cursor")
         if not cursor:
             return answers
         params = {**params, "cursor": cursor}
@@ -156,6 +197,131 @@ class WidgetCells(HTMLParser):
             self.field = None
 
 
+class DashboardFacts(HTMLParser):
+    """What the dashboard page shows, every id named: figures, tables, links, the chooser, the messages.
+
+    Read from the page's data attributes and texts (not its markup, which may
+    change): the account shown (label, id, role), the cards' exact values, each
+    table's rows (their data attributes, exact values and heading cell), the
+    claims without action (their times and claimers), the headings, the notice,
+    the account chooser's entries, the form's errors, and the links (their
+    queries, ids named).
+    """
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+    ID_ATTRIBUTES = {"data-account-id": "accounts", "data-engineer-id": "users", "data-handoff-id": "handoffs"}
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+        self.facts = {"page": {}, "headings": [], "cards": {}, "tables": {}, "accounts": [], "errors": [],
+                      "message": None, "title": None, "links": []}
+        self.depth, self.captures, self.table, self.body, self.row = 0, [], None, False, None
+
+    def name(self, kind, value):
+        if value in (None, "", "deleted"):
+            return value
+        return self.names[kind].get(int(value), f"unknown {value}")
+
+    def named_attributes(self, attrs):
+        return {key: (self.name(self.ID_ATTRIBUTES[key], value) if key in self.ID_ATTRIBUTES else value)
+                for key, value in attrs.items() if key.startswith("data-")}
+
+    def capture(self, tag, sink):
+        """The text of the element just opened goes to ``sink(text)`` when it closes."""
+        self.captures.append((self.depth, [], sink))
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag not in self.VOID:
+            self.depth += 1
+        element_id = attrs.get("id", "")
+        if tag == "title" and self.facts["title"] is None:  # the page's, not a chart's
+            self.capture(tag, lambda text: self.facts.update(title=text))
+        elif tag in ("h1", "h2"):
+            self.capture(tag, self.facts["headings"].append)
+        elif element_id == "fp-notice-message":
+            self.capture(tag, lambda text: self.facts.update(message=text))
+        elif element_id.endswith("-error") or element_id == "fp-errors":
+            self.capture(tag, self.facts["errors"].append)
+        if element_id == "fp-dashboard":
+            self.facts["page"] = self.named_attributes(attrs)
+        if "data-figure" in attrs:
+            self.facts["cards"][attrs["data-figure"]] = self.named_attributes(attrs)
+        if tag == "table" and element_id:
+            self.table = self.facts["tables"].setdefault(element_id, [])
+        elif tag == "tbody":
+            self.body = True
+        elif tag == "tr" and self.table is not None and self.body:
+            self.row = {"attrs": self.named_attributes(attrs), "cells": []}
+            self.table.append(self.row)
+        elif tag in ("td", "th") and self.row is not None:
+            if "data-value" in attrs:
+                self.row["cells"].append(self.named_attributes(attrs))
+            else:
+                # A heading cell, or a claim without action's time, wait, claimer, session, link.
+                cells = self.row["cells"]
+                self.capture(tag, lambda text: cells.append(self.named_text(text)))
+        elif tag == "li" and "data-account-id" in attrs:
+            entry = {"account": self.name("accounts", attrs["data-account-id"])}
+            self.facts["accounts"].append(entry)
+            self.capture(tag, lambda text: entry.update(text=text))
+        if tag == "a" and attrs.get("href", "").startswith(("/api/", "/analytics/")):
+            self.facts["links"].append(self.named_link(attrs["href"]))
+
+    def named_text(self, text):
+        """A cell's text, a session's id (a bare number) or a handoff's (``Handoff 12 ...``) named."""
+        if text.isdigit():
+            return self.name("sessions", text)
+        return re.sub(r"Handoff (\d+)", lambda match: f"Handoff {self.name('handoffs', match[1])}", text)
+
+    def named_link(self, href):
+        parts = urlsplit(href)
+        query = [(key, self.name("accounts", value) if key == "account" else value)
+                 for key, value in parse_qsl(parts.query, keep_blank_values=True)]
+        return [parts.path, query]
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag):
+        if self.captures and self.captures[-1][0] == self.depth:
+            _, texts, sink = self.captures.pop()
+            sink(" ".join(" ".join(texts).split()))
+        if tag == "table":
+            self.table = None
+        elif tag == "tbody":
+            self.body = False
+        elif tag == "tr":
+            self.row = None
+        if tag not in self.VOID:
+            self.depth -= 1
+
+    def handle_data(self, data):
+        for _, texts, _ in self.captures:
+            texts.append(data)
+
+
+def ask_with_a_foreign_cursor(client, users, names):
+    """A cursor acme's drill-down signed, given to globex's (by its engineer): a 400 naming ``cursor``."""
+    client.force_login(users["ada"])
+    cursor = client.get(URL + "/handoffs", {"period": "90d", "page_size": "2"}).json()["next_cursor"]
+    client.force_login(users["cy"])
+    response = client.get(URL + "/handoffs", {"period": "90d", "page_size": "2", "cursor": cursor})
+    return {"status": response.status_code, "body": named(response.json(), names)}
+
+
+def ask_dashboard(client, users, names, user, query):
+    """The dashboard page, as ``user``: its status and :class:`DashboardFacts`."""
+    client.force_login(users[user])
+    response = client.get(DASHBOARD_URL, query_params(users, query))
+    page = DashboardFacts(names)
+    page.feed(response.content.decode())
+    return {"status": response.status_code, **page.facts}
+
+
 def run_scenario(builder, *, client, staff, call_command, freeze, serve=None):
     """Every face's answers to the scenario, named: the dump two hosts must share.
 
@@ -164,6 +330,9 @@ def run_scenario(builder, *, client, staff, call_command, freeze, serve=None):
     connection to the role the app is served as before the API is asked (the
     admin page and the report, which read every account, are asked first).
     """
+    from django.conf import settings
+    from django.test import override_settings
+
     anchor, names, users = build_scenario(builder)
     freeze(anchor)
     client.force_login(staff)
@@ -181,6 +350,18 @@ def run_scenario(builder, *, client, staff, call_command, freeze, serve=None):
     dump["api"] = [
         {"user": user, "path": path, "query": query, "answers": ask(client, users, names, user, path, query)}
         for user, path, query in REQUESTS
+    ]
+    configured = getattr(settings, "FLOWPILOT_ANALYTICS", {})
+    with override_settings(FLOWPILOT_ANALYTICS={**configured, "EXPORT_MAX_ROWS": EXPORT_MAX_ROWS}):
+        dump["export"] = [
+            {"user": user, "path": path, "query": query, "answers": ask(client, users, names, user, path, query)}
+            for user, path, query in EXPORT_REQUESTS
+        ]
+    dump["foreign_cursor"] = ask_with_a_foreign_cursor(client, users, names)
+    assert dump["foreign_cursor"]["status"] == 400 and "cursor" in dump["foreign_cursor"]["body"]
+    dump["dashboard"] = [
+        {"user": user, "query": query, "page": ask_dashboard(client, users, names, user, query)}
+        for user, query in DASHBOARD_REQUESTS
     ]
     return dump
 
