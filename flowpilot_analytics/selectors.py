@@ -293,7 +293,9 @@ def handoff_rows(handoffs, *, clock=CALENDAR, chunk_size=None):
             yield {
                 **row,
                 "claimed_by_name": names.get(row["claimed_by_id"], DELETED_CLAIMER_NAME),
-                "seconds_to_first_action": to_seconds(clock.lag_us(row["claimed_at"], row["first_action_at"])),
+                "seconds_to_first_action": to_seconds(
+                    clock.lag_us(row["claimed_at"], row["first_action_at"])
+                ),
             }
 
 

@@ -217,15 +217,15 @@ def test_the_chooser_names_every_account_even_where_policies_hide_them_until_bou
     assert unbound == (set() if hides_accounts_until_bound() else {account.pk, other_account.pk})
 
     chooser = page(client)
-    items = re.findall(r'<li data-account-id="(\d+)">\s*<a href="([^"]+)">([^<]+)</a>', chooser.content.decode())
+    items = re.findall(
+        r'<li data-account-id="(\d+)">\s*<a href="([^"]+)">([^<]+)</a>', chooser.content.decode()
+    )
     # By name, each linked by its id: Acme MSP (engineer), Globex IT (viewer).
     assert items == [
         (str(account.pk), f"{PAGE}?account={account.pk}", MODELS.account_name(account)),
         (str(other_account.pk), f"{PAGE}?account={other_account.pk}", MODELS.account_name(other_account)),
     ]
-    assert "Globex IT" in visible_text(chooser) and "the figures are for engineers and admins" in visible_text(
-        chooser
-    )
+    assert "the figures are for engineers and admins" in visible_text(chooser)
 
     # The chosen account's page (bound, then read), and the other one's refusal naming it.
     shown = page(client, account=account.pk)

@@ -209,7 +209,8 @@ class DashboardFacts(HTMLParser):
     """
 
     VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-    ID_ATTRIBUTES = {"data-account-id": "accounts", "data-engineer-id": "users", "data-handoff-id": "handoffs"}
+    ID_ATTRIBUTES = {"data-account-id": "accounts", "data-engineer-id": "users",
+                     "data-handoff-id": "handoffs"}
 
     def __init__(self, names):
         super().__init__()
@@ -354,7 +355,8 @@ def run_scenario(builder, *, client, staff, call_command, freeze, serve=None):
     configured = getattr(settings, "FLOWPILOT_ANALYTICS", {})
     with override_settings(FLOWPILOT_ANALYTICS={**configured, "EXPORT_MAX_ROWS": EXPORT_MAX_ROWS}):
         dump["export"] = [
-            {"user": user, "path": path, "query": query, "answers": ask(client, users, names, user, path, query)}
+            {"user": user, "path": path, "query": query,
+             "answers": ask(client, users, names, user, path, query)}
             for user, path, query in EXPORT_REQUESTS
         ]
     dump["foreign_cursor"] = ask_with_a_foreign_cursor(client, users, names)
