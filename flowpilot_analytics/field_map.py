@@ -9,7 +9,8 @@ Everything reading a host's models goes through here:
   queries use, whatever the host calls them (:data:`HANDOFF_ALIASES`: ``id``,
   ``account_id``, ``session_id``, ``claimed_at``, ``claimed_by_id``), so that the
   selectors, the SQL statement and the drill-down's pages are written once;
-* :func:`account_name`, :func:`account_label` and :func:`account_order` read an account;
+* :func:`account_name`, :func:`account_label` and :func:`account_order` read an account
+  (:class:`NamedAccount`: the same as properties of an object holding one);
 * :func:`metric_tables` gives the tables and columns (for the index check, the
   database roles, the benchmark and anything that writes SQL by hand);
 * :func:`field_map_problems` is what the system check refuses.
@@ -101,6 +102,19 @@ def account_label(account):
     slug_field = field_map().account_slug
     slug = getattr(account, slug_field) if slug_field else None
     return slug or str(account.pk)
+
+
+class NamedAccount:
+    """``name`` and ``label`` of the ``account`` attribute (a row of the account model in use)."""
+
+    @property
+    def name(self):
+        return account_name(self.account)
+
+    @property
+    def label(self):
+        """The account's slug, or its id when the account model has none."""
+        return account_label(self.account)
 
 
 def account_order(*, by_name=False):

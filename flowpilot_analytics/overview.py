@@ -18,7 +18,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from .field_map import account_label, account_name, account_order
+from .field_map import NamedAccount, account_order
 from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
 from .models import get_account_model
 from .selectors import EscalationMetrics, escalation_figures_by_day, escalation_metrics_by_account
@@ -29,21 +29,12 @@ CHART_DAYS = 30
 
 
 @dataclass(frozen=True)
-class AccountSummary:
+class AccountSummary(NamedAccount):
     """One account's figures for every period, and its daily median lags (oldest first)."""
 
     account: object  # of the account model in use
     figures: tuple[EscalationMetrics, ...]
     daily_median_seconds: tuple[float | None, ...] | None = None
-
-    @property
-    def name(self):
-        return account_name(self.account)
-
-    @property
-    def label(self):
-        """The account's slug, or its id when the account model has none."""
-        return account_label(self.account)
 
     def for_period(self, period):
         return next(metrics for metrics in self.figures if metrics.period == period)

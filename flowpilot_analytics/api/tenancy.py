@@ -18,7 +18,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 
 from .. import rls
 from ..access import Role, roles_of
-from ..field_map import account_label, account_name
+from ..field_map import NamedAccount
 from ..models import get_account_model
 
 ACCOUNT_PARAM = "account"
@@ -52,22 +52,13 @@ class AccountParamSerializer(serializers.Serializer):
 
 
 @dataclass(frozen=True)
-class AccountMembership:
+class AccountMembership(NamedAccount):
     """A user's role in one account (the access policy's answer), and the account's row once read."""
 
     account_id: int
     role: str
     # The account's row (of the account model in use); None until read (account_of, memberships_of).
     account: object = None
-
-    @property
-    def name(self):
-        return account_name(self.account)
-
-    @property
-    def label(self):
-        """The account's slug, else its id (``FIELDS["account.slug"]`` may be ``None``)."""
-        return account_label(self.account)
 
 
 def membership_for_request(*, user, query_params, roles=None):
