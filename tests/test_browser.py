@@ -186,8 +186,28 @@ def navigating(browser, action, *, then):
     old_page = browser.find_element(By.TAG_NAME, "html")
     action()
     wait = WebDriverWait(browser, 30)
-    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda _: page_replaced(old_page))
     return wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, then)))
+
+
+# What chromedriver answers, instead of a stale-element error, when it is asked about a node
+# of a page that is being replaced at that very moment.
+DETACHED_NODE = "does not belong to the document"
+
+
+def page_replaced(old_page):
+    """True once ``old_page`` (an element) is gone: stale, or detached while the next page loads."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        old_page.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if DETACHED_NODE in (error.msg or ""):
+            return True
+        raise
+    return False
 
 
 def choose_window(browser, *, period=None, start="", end="", time_zone="UTC", interval="day"):
