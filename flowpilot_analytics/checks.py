@@ -68,8 +68,9 @@ def check_binding_key(app_configs, databases=None, **kwargs):
     from .conf import app_settings, setting_label
     from .signed_binding import key_is_accepted
 
-    if not databases or app_settings.BINDING_KEY is not None and not isinstance(app_settings.BINDING_KEY, str):
-        return []  # a malformed BINDING_KEY is flowpilot_analytics.E060
+    key = app_settings.BINDING_KEY
+    if not databases or key is not None and not isinstance(key, str):
+        return []  # a malformed BINDING_KEY: flowpilot_analytics.E060
     messages = []
     for alias in read_aliases():
         if alias not in databases or alias not in connections.settings:
@@ -81,7 +82,8 @@ def check_binding_key(app_configs, databases=None, **kwargs):
             accepted = key_is_accepted(connection)
         except DatabaseError as exc:
             messages.append(Warning(
-                f"Could not tell whether database {alias!r} accepts the Row-Level Security binding's key: {exc}",
+                f"Could not tell whether database {alias!r} accepts the key of the Row-Level Security "
+                f"binding: {exc}",
                 id="flowpilot_analytics.W060",
             ))
             continue
@@ -146,7 +148,9 @@ def check_app_settings(app_configs=None, **kwargs):
                     source,
                 )
             # A secret is never echoed into logs, even a malformed one.
-            shown = f"a string of {len(value)} characters" if setting.secret and isinstance(value, str) else repr(value)
+            shown = repr(value)
+            if setting.secret and isinstance(value, str):
+                shown = f"a string of {len(value)} characters"
             messages.append(Error(
                 f"{source} {problem}; got {shown}.",
                 hint="See the README's 'Install into your project' settings table.",

@@ -222,7 +222,9 @@ def ensure_app_role(role=DEFAULT_APP_ROLE, *, extra_apps=(), extra_tables=(), co
     sequences of the tables it may write; the same row privileges on the tables of
     ``extra_apps`` (app labels) and on ``extra_tables`` (names), for a host whose
     serving process connects as this role. Refuses a role that would escape
-    Row-Level Security or read across accounts. Returns the :class:`Grants`.
+    Row-Level Security or read across accounts. Stores the key the role's
+    bindings are signed with (:func:`~flowpilot_analytics.signed_binding.store_binding_key`).
+    Returns the :class:`Grants`.
     """
     _check_role_name(role)
     _check_postgresql(connection)

@@ -1,11 +1,15 @@
 """
 PostgreSQL Row-Level Security: binding the tenant to the database transaction.
 
-The policies (migration ``0002_row_level_security``) let a row of an account
-table be seen or written only when its ``account_id`` equals the transaction's
-``flowpilot.account_id`` setting (memberships are read-only, and also visible
-when their ``user_id`` equals ``flowpilot.user_id``: the request resolves its
-account from them). Two exceptions, neither reachable by the app role whatever
+The policies (migrations ``0002_row_level_security``, ``0010_signed_tenant_binding``)
+let a row of an account table be seen or written only when its ``account_id``
+equals the transaction's ``flowpilot.account_id`` setting (memberships are
+read-only, and also visible when their ``user_id`` equals ``flowpilot.user_id``:
+the request resolves its account from them), and only when the binding is
+signed: :func:`bind` sets, in the same statement, an HMAC of both ids and the
+connection's backend pid, which the policies' functions check against a key the
+app role cannot read (:mod:`flowpilot_analytics.signed_binding`). An id set by
+any other means matches nothing. Two exceptions, neither reachable by the app role whatever
 it sets: a role named in the ``cross_account_readers`` policy reads every
 account, and so does the tables' owner when ``flowpilot.cross_account`` is
 ``on`` (see :mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a

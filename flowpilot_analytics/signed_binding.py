@@ -29,6 +29,7 @@ import hmac
 from functools import lru_cache
 
 from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.utils.crypto import salted_hmac
 
 from .conf import app_settings
@@ -74,7 +75,7 @@ def backend_pid(connection):
 
 
 def create_sql(schema):
-    """The statements creating the key table and the functions, in ``schema`` (quoted), owned by the caller."""
+    """The statements creating the key table and the functions in ``schema`` (quoted), owned by the caller."""
     table = f"{schema}.{KEY_TABLE}"
     hmac_function = f"{schema}.{HMAC_FUNCTION}"
     verified = f"{schema}.{VERIFIED_FUNCTION}"
@@ -154,8 +155,6 @@ def store_binding_key(connection, *, prune=False):
     if connection.vendor != "postgresql":
         raise BindingKeyError(f"the signed binding needs PostgreSQL; this database is {connection.vendor}")
     key = binding_key()
-    from django.db import DatabaseError
-
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [KEY_TABLE])
@@ -168,7 +167,8 @@ def store_binding_key(connection, *, prune=False):
                 cursor.execute(f"DELETE FROM {KEY_TABLE} WHERE key <> %s", [key])
                 pruned = cursor.rowcount
     except DatabaseError as exc:
-        raise BindingKeyError(f"could not store the binding key (run this as the tables' owner): {exc}") from exc
+        message = f"could not store the binding key (run it as the tables' owner): {exc}"
+        raise BindingKeyError(message) from exc
     return stored, pruned
 
 
@@ -179,8 +179,6 @@ def key_is_accepted(connection):
     made in a transaction of its own, rolled back, and read back through
     :data:`BOUND_USER_FUNCTION`. Three statements.
     """
-    from django.db import transaction
-
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
             cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [f"{BOUND_USER_FUNCTION}()"])
@@ -188,8 +186,8 @@ def key_is_accepted(connection):
                 return None
             pid = backend_pid(connection)
             cursor.execute(
-                "SELECT set_config('flowpilot.account_id', '', true), set_config('flowpilot.user_id', '0', true), "
-                "set_config(%s, %s, true)",
+                "SELECT set_config('flowpilot.account_id', '', true), "
+                "set_config('flowpilot.user_id', '0', true), set_config(%s, %s, true)",
                 [BINDING_SETTING, binding_token("", 0, pid)],
             )
             cursor.execute(f"SELECT {BOUND_USER_FUNCTION}()")

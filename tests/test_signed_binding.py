@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.django_db]
 postgres_only = pytest.mark.postgres_only
 
 URL = "/api/v1/analytics/flowpilot/escalations"
+ROTATED = "a-rotated-binding-key-" + "x" * 20
 
 
 def current_binding():
@@ -89,7 +90,9 @@ def test_the_sql_hmac_is_pythons(key_length, message):
 @pytest.mark.core
 def test_the_sql_hmac_gives_rfc_4231s_first_test_vector():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT encode(flowpilot_analytics_hmac_sha256(%s, %s), 'hex')", [b"\x0b" * 20, b"Hi There"])
+        cursor.execute(
+            "SELECT encode(flowpilot_analytics_hmac_sha256(%s, %s), 'hex')", [b"\x0b" * 20, b"Hi There"]
+        )
         assert cursor.fetchone()[0] == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
 
 
@@ -120,7 +123,7 @@ def test_a_forged_account_id_shows_no_row_of_any_account(two_tenants, become_app
         assert account_ids_visible() == only_visible(account)
         own_token = current_binding()
 
-        # The other account's id alone: the token no longer matches, nothing is seen (not even the own account).
+        # The other account's id alone: the token no longer matches, nothing is seen (not even its own).
         forge(account_id=other_account.pk)
         assert account_ids_visible() == nothing_visible()
         # With the transaction's own token copied beside it.
@@ -177,7 +180,9 @@ def test_a_forged_binding_cannot_write_into_another_account(two_tenants, become_
     with rls.tenant_transaction():
         rls.bind_account(account)
         forge(account_id=other_account.pk, token=current_binding())
-        error = denied("INSERT INTO ai_session (account_id, created_at) VALUES (%s, now())", [other_account.pk])
+        error = denied(
+            "INSERT INTO ai_session (account_id, created_at) VALUES (%s, now())", [other_account.pk]
+        )
         assert "row-level security" in str(error)
 
 
@@ -207,7 +212,8 @@ def test_the_app_role_cannot_replace_or_shadow_the_functions(two_tenants, become
         "CREATE OR REPLACE FUNCTION public.flowpilot_analytics_hmac_sha256(bytea, bytea) RETURNS bytea "
         "LANGUAGE sql AS 'SELECT ''\\x''::bytea'",
     ):
-        assert "must be owner" in str(denied(statement)) or "permission denied" in str(denied(statement)), statement
+        message = str(denied(statement))
+        assert "must be owner" in message or "permission denied" in message, statement
     # A function of the same name earlier on the search path: the policies name the owner's by its oid.
     with connection.cursor() as cursor:
         cursor.execute(
@@ -220,7 +226,9 @@ def test_the_app_role_cannot_replace_or_shadow_the_functions(two_tenants, become
 
 
 @postgres_only
-def test_the_cross_account_role_still_reads_every_account_with_no_binding(two_tenants, become_cross_account_role):
+def test_the_cross_account_role_still_reads_every_account_with_no_binding(
+    two_tenants, become_cross_account_role
+):
     account, other_account = two_tenants
     become_cross_account_role()
     assert account_ids_visible() == only_visible(account, other_account)
@@ -231,7 +239,9 @@ def test_the_cross_account_role_still_reads_every_account_with_no_binding(two_te
 
 @postgres_only
 @pytest.mark.core
-def test_binding_costs_one_statement_as_before(two_tenants, become_app_role, member, django_assert_num_queries):
+def test_binding_costs_one_statement_as_before(
+    two_tenants, become_app_role, member, django_assert_num_queries
+):
     account, _ = two_tenants
     user = member("engineer")
     become_app_role()
@@ -255,7 +265,7 @@ def test_the_check_is_silent_when_the_database_accepts_the_key_and_on_sqlite():
 @postgres_only
 @pytest.mark.core
 def test_the_check_is_an_error_when_the_database_does_not_hold_the_key(settings, django_assert_num_queries):
-    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": "a-rotated-binding-key-" + "x" * 20}
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": ROTATED}
     # Three statements, in a savepoint here (its start, its rollback and release: 3 more).
     with django_assert_num_queries(6):
         [error] = check_binding_key(None, databases=["default"])
@@ -296,7 +306,7 @@ def test_rotating_the_key_fails_closed_until_it_is_stored_then_the_old_one_is_pr
         cursor.execute(f"SELECT count(*) FROM {KEY_TABLE} WHERE key = %s", [old_key])
         assert cursor.fetchone() == (1,)  # stored by the migration
 
-    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": "a-rotated-binding-key-" + "x" * 20}
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": ROTATED}
     assert binding_key() != old_key
     # Fails closed until the key is stored: not even the user's own membership is seen (403).
     assert figures_as_app_role() == (403, None)
@@ -308,9 +318,10 @@ def test_rotating_the_key_fails_closed_until_it_is_stored_then_the_old_one_is_pr
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": None}
     assert binding_key() == old_key
     assert figures_as_app_role() == (200, 2)
-    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": "a-rotated-binding-key-" + "x" * 20}
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": ROTATED}
     call_command("store_binding_key", "--prune")
     assert "Dropped 1 other key." in capsys.readouterr().out
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "BINDING_KEY": None}
     assert figures_as_app_role() == (403, None)
-    assert [error.id for error in check_binding_key(None, databases=["default"])] == ["flowpilot_analytics.E061"]
+    [error] = check_binding_key(None, databases=["default"])
+    assert error.id == "flowpilot_analytics.E061"

@@ -16,7 +16,8 @@ from django.db import migrations
 from flowpilot_analytics.rls import BOUND_ACCOUNT, BOUND_USER, tenant_policy_sql
 from flowpilot_analytics.signed_binding import create_sql, drop_sql, store_binding_key
 
-TENANT_MODELS = {"ai_session": "AiSession", "ai_session_step": "AiSessionStep", "session_handoff": "SessionHandoff"}
+TENANT_MODELS = {"ai_session": "AiSession", "ai_session_step": "AiSessionStep",
+                 "session_handoff": "SessionHandoff"}
 MEMBERSHIP_TABLE = "flowpilot_analytics_membership"
 # The policies as migrations 0002, 0005 and 0006 left them (for going back).
 ACCOUNT_SETTING = "NULLIF(current_setting('flowpilot.account_id', true), '')::bigint"
