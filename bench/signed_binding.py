@@ -105,13 +105,17 @@ def measure(account, *, app_role, rounds):
                         cursor.execute(f"SET LOCAL ROLE {role}")
                 rls.bind_account(account)
                 started = time.perf_counter()
-                figures = escalation_metrics(account=account, period=period)
+                figures = escalation_metrics(account=account, period=period, now=now)
                 elapsed = time.perf_counter() - started
                 transaction.set_rollback(True)
             return elapsed, figures.n_handoffs_claimed
 
         return run
 
+    from django.utils import timezone as django_timezone
+
+    # One "now" for every round: the window's edges do not move between variants.
+    now = django_timezone.now()
     results = {}
     for period in PERIODS:
         variants = {

@@ -37,7 +37,7 @@ from .conf import app_settings
 BINDING_SETTING = "flowpilot.binding"
 KEY_TABLE = "flowpilot_analytics_binding_key"
 HMAC_FUNCTION = "flowpilot_analytics_hmac_sha256"
-VERIFIED_FUNCTION = "flowpilot_analytics_binding_verified"
+PAD_FUNCTION = "flowpilot_analytics_hmac_pad"
 BOUND_ACCOUNT_FUNCTION = "flowpilot_analytics_bound_account"
 BOUND_USER_FUNCTION = "flowpilot_analytics_bound_user"
 KEY_SALT = "flowpilot_analytics.signed_binding"
@@ -78,53 +78,59 @@ def create_sql(schema):
     """The statements creating the key table and the functions in ``schema`` (quoted), owned by the caller."""
     table = f"{schema}.{KEY_TABLE}"
     hmac_function = f"{schema}.{HMAC_FUNCTION}"
-    verified = f"{schema}.{VERIFIED_FUNCTION}"
     # search_path pinned (pg_temp last): no object of the caller's can stand in for a built-in.
     pinned = "SET search_path = pg_catalog, pg_temp"
+    pad_function = f"{schema}.{PAD_FUNCTION}"
     return [
-        f"""CREATE TABLE {table} (
-            key bytea PRIMARY KEY CHECK (length(key) >= 32),
-            stored_at timestamptz NOT NULL DEFAULT now()
-        )""",
-        # Only the owner reads it: no role but the owner (and superusers) has any privilege on it.
-        f"REVOKE ALL ON TABLE {table} FROM PUBLIC",
-        # RFC 2104 over the built-in sha256(): block size 64 bytes.
-        f"""CREATE FUNCTION {hmac_function}(key bytea, message bytea) RETURNS bytea
+        # RFC 2104: the key, hashed if longer than SHA-256's block (64 bytes), zero-padded to it, XOR a
+        # pad byte (0x36 inner, 0x5c outer). Computed once per stored key, not per verification.
+        f"""CREATE FUNCTION {pad_function}(key bytea, pad integer) RETURNS bytea
         LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE {pinned} AS $$
         DECLARE
             block bytea := CASE WHEN length(key) > 64 THEN sha256(key) ELSE key END;
-            inner_pad bytea;
-            outer_pad bytea;
+            padded bytea;
         BEGIN
             block := block || decode(repeat('00', 64 - length(block)), 'hex');
-            inner_pad := block;
-            outer_pad := block;
+            padded := block;
             FOR i IN 0..63 LOOP
-                inner_pad := set_byte(inner_pad, i, get_byte(block, i) # 54);
-                outer_pad := set_byte(outer_pad, i, get_byte(block, i) # 92);
+                padded := set_byte(padded, i, get_byte(block, i) # pad);
             END LOOP;
-            RETURN sha256(outer_pad || sha256(inner_pad || message));
+            RETURN padded;
         END
         $$""",
-        # Read-only (a hot standby runs it); PARALLEL RESTRICTED: pg_backend_pid() is the leader's.
-        f"""CREATE FUNCTION {verified}() RETURNS boolean
-        LANGUAGE sql STABLE PARALLEL RESTRICTED {pinned} AS $$
-            SELECT EXISTS (
-                SELECT FROM {table} k
-                WHERE encode({hmac_function}(k.key, convert_to(
-                    coalesce(current_setting('flowpilot.account_id', true), '') || ':'
-                    || coalesce(current_setting('flowpilot.user_id', true), '') || ':'
-                    || pg_backend_pid()::text, 'UTF8')), 'hex')
-                    = current_setting('{BINDING_SETTING}', true)
-            )
+        f"""CREATE FUNCTION {hmac_function}(key bytea, message bytea) RETURNS bytea
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE {pinned} AS $$
+            SELECT sha256({pad_function}(key, 92) || sha256({pad_function}(key, 54) || message))
         $$""",
-        # Called from the two SECURITY DEFINER functions only (it reads the key table).
-        f"REVOKE ALL ON FUNCTION {verified}() FROM PUBLIC",
+        f"""CREATE TABLE {table} (
+            key bytea PRIMARY KEY CHECK (length(key) >= 32),
+            inner_pad bytea NOT NULL,
+            outer_pad bytea NOT NULL,
+            stored_at timestamptz NOT NULL DEFAULT now(),
+            CHECK (inner_pad = {pad_function}(key, 54) AND outer_pad = {pad_function}(key, 92))
+        )""",
+        # Only the owner reads it: no role but the owner (and superusers) has any privilege on it.
+        f"REVOKE ALL ON TABLE {table} FROM PUBLIC",
+        # Read-only (a hot standby runs them); PARALLEL RESTRICTED: pg_backend_pid() is the leader's.
+        # PL/pgSQL, whose plans are kept for the session: a SECURITY DEFINER SQL function is planned
+        # anew at each call, several times slower (bench/signed_binding.py).
         *(
             f"""CREATE FUNCTION {schema}.{name}() RETURNS bigint
-            LANGUAGE sql STABLE SECURITY DEFINER PARALLEL RESTRICTED {pinned} AS $$
-                SELECT CASE WHEN {verified}()
-                    THEN NULLIF(current_setting('{setting}', true), '')::bigint END
+            LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED {pinned} AS $$
+            BEGIN
+                -- HMAC-SHA256 from the stored pads (two sha256() calls), against every stored key.
+                IF EXISTS (
+                    SELECT FROM {table} k
+                    WHERE encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(
+                        coalesce(current_setting('flowpilot.account_id', true), '') || ':'
+                        || coalesce(current_setting('flowpilot.user_id', true), '') || ':'
+                        || pg_backend_pid()::text, 'UTF8'))), 'hex')
+                        = current_setting('{BINDING_SETTING}', true)
+                ) THEN
+                    RETURN NULLIF(current_setting('{setting}', true), '')::bigint;
+                END IF;
+                RETURN NULL;
+            END
             $$"""
             for name, setting in ((BOUND_ACCOUNT_FUNCTION, "flowpilot.account_id"),
                                   (BOUND_USER_FUNCTION, "flowpilot.user_id"))
@@ -136,9 +142,9 @@ def drop_sql(schema):
     return [
         f"DROP FUNCTION IF EXISTS {schema}.{BOUND_ACCOUNT_FUNCTION}()",
         f"DROP FUNCTION IF EXISTS {schema}.{BOUND_USER_FUNCTION}()",
-        f"DROP FUNCTION IF EXISTS {schema}.{VERIFIED_FUNCTION}()",
-        f"DROP FUNCTION IF EXISTS {schema}.{HMAC_FUNCTION}(bytea, bytea)",
         f"DROP TABLE IF EXISTS {schema}.{KEY_TABLE}",
+        f"DROP FUNCTION IF EXISTS {schema}.{HMAC_FUNCTION}(bytea, bytea)",
+        f"DROP FUNCTION IF EXISTS {schema}.{PAD_FUNCTION}(bytea, integer)",
     ]
 
 
@@ -160,7 +166,11 @@ def store_binding_key(connection, *, prune=False):
             cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [KEY_TABLE])
             if not cursor.fetchone()[0]:
                 raise BindingKeyError(f"no table {KEY_TABLE} in this database: run `migrate` first")
-            cursor.execute(f"INSERT INTO {KEY_TABLE} (key) VALUES (%s) ON CONFLICT (key) DO NOTHING", [key])
+            cursor.execute(
+                f"INSERT INTO {KEY_TABLE} (key, inner_pad, outer_pad) "
+                f"VALUES (%s, {PAD_FUNCTION}(%s, 54), {PAD_FUNCTION}(%s, 92)) ON CONFLICT (key) DO NOTHING",
+                [key, key, key],
+            )
             stored = cursor.rowcount == 1
             pruned = 0
             if prune:
