@@ -235,6 +235,14 @@ def _access_policy(value):
     return None
 
 
+def _binding_key(value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 32:
+        return "must be None (a key derived from SECRET_KEY) or a secret string of at least 32 characters"
+    return None
+
+
 def _rls_settings(value):
     if not isinstance(value, dict):
         return f"must be a dict with the keys {', '.join(DEFAULT_RLS)} (each a setting name or None)"
@@ -263,6 +271,8 @@ class Setting:
     import_string: bool = False
     # The README table's "default" cell (Markdown), when the repr would not fit a cell.
     shown_default: str | None = None
+    # A secret: a malformed value is described, never shown.
+    secret: bool = False
 
 
 SETTINGS = (
@@ -348,6 +358,14 @@ SETTINGS = (
         "account); each `None` (not set). The app's own tables keep theirs (README, \"Security\").",
         "flowpilot_analytics.E021", _rls_settings,
         shown_default="each `None`",
+    ),
+    Setting(
+        "BINDING_KEY", None,
+        "The secret the Row-Level Security binding is signed with (at least 32 characters): each request's "
+        "transaction sets, beside the account and user ids, their HMAC, which the database checks. `None`: "
+        "a key derived from `SECRET_KEY`. After changing either, run `manage.py store_binding_key` as the "
+        "tables' owner (docs/security.md, \"Rotating the key\").",
+        "flowpilot_analytics.E060", _binding_key, secret=True,
     ),
 )
 

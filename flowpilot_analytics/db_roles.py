@@ -32,6 +32,7 @@ from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection as default_connection
 
 from .rls import CROSS_ACCOUNT_POLICY, account_tables
+from .signed_binding import BindingKeyError, store_binding_key
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_APP_ROLE = "flowpilot_app"
@@ -221,7 +222,9 @@ def ensure_app_role(role=DEFAULT_APP_ROLE, *, extra_apps=(), extra_tables=(), co
     sequences of the tables it may write; the same row privileges on the tables of
     ``extra_apps`` (app labels) and on ``extra_tables`` (names), for a host whose
     serving process connects as this role. Refuses a role that would escape
-    Row-Level Security or read across accounts. Returns the :class:`Grants`.
+    Row-Level Security or read across accounts. Stores the key the role's
+    bindings are signed with (:func:`~flowpilot_analytics.signed_binding.store_binding_key`).
+    Returns the :class:`Grants`.
     """
     _check_role_name(role)
     _check_postgresql(connection)
@@ -234,9 +237,15 @@ def ensure_app_role(role=DEFAULT_APP_ROLE, *, extra_apps=(), extra_tables=(), co
             reasons = bypass_reasons(cursor, role) + cross_account_reasons(cursor, role)
             if reasons:
                 raise AppRoleError(f"role {role} would bypass Row-Level Security: it {'; '.join(reasons)}")
-            return _grant(cursor, connection, quoted, tables)
+            grants = _grant(cursor, connection, quoted, tables)
     except DatabaseError as exc:
         raise AppRoleError(f"could not set up role {role}: {exc}".strip()) from exc
+    try:
+        # The role's bindings count only once the database holds the key they are signed with.
+        store_binding_key(connection)
+    except BindingKeyError as exc:
+        raise AppRoleError(str(exc)) from exc
+    return grants
 
 
 def ensure_cross_account_role(role=DEFAULT_CROSS_ACCOUNT_ROLE, *, connection=default_connection):

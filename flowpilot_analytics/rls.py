@@ -1,11 +1,15 @@
 """
 PostgreSQL Row-Level Security: binding the tenant to the database transaction.
 
-The policies (migration ``0002_row_level_security``) let a row of an account
-table be seen or written only when its ``account_id`` equals the transaction's
-``flowpilot.account_id`` setting (memberships are read-only, and also visible
-when their ``user_id`` equals ``flowpilot.user_id``: the request resolves its
-account from them). Two exceptions, neither reachable by the app role whatever
+The policies (migrations ``0002_row_level_security``, ``0010_signed_tenant_binding``)
+let a row of an account table be seen or written only when its ``account_id``
+equals the transaction's ``flowpilot.account_id`` setting (memberships are
+read-only, and also visible when their ``user_id`` equals ``flowpilot.user_id``:
+the request resolves its account from them), and only when the binding is
+signed: :func:`bind` sets, in the same statement, an HMAC of both ids and the
+connection's backend pid, which the policies' functions check against a key the
+app role cannot read (:mod:`flowpilot_analytics.signed_binding`). An id set by
+any other means matches nothing. Two exceptions, neither reachable by the app role whatever
 it sets: a role named in the ``cross_account_readers`` policy reads every
 account, and so does the tables' owner when ``flowpilot.cross_account`` is
 ``on`` (see :mod:`flowpilot_analytics.cross_account`). No setting, or the empty value a
@@ -24,6 +28,7 @@ policy there, and sets, beside its own, the settings the host names in
 """
 
 import logging
+import re
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
@@ -45,7 +50,61 @@ ON = "on"
 # (made by ``grant_cross_account_role``; see :mod:`flowpilot_analytics.db_roles`).
 CROSS_ACCOUNT_POLICY = "cross_account_readers"
 
+# What the policies compare with: the bound account and user, each NULL unless the transaction's
+# binding is signed (flowpilot_analytics.signed_binding). Scalar subqueries: evaluated once per
+# statement (an InitPlan), not once per row.
+BOUND_ACCOUNT = "(SELECT flowpilot_analytics_bound_account())"
+BOUND_USER = "(SELECT flowpilot_analytics_bound_user())"
+TENANT_POLICY = "tenant_isolation"
+OWNER_CROSS_ACCOUNT_POLICY = "owner_cross_account_mode"
+_TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def tenant_policy_sql(table, *, account_column="account_id"):
+    """The statements (PostgreSQL) giving an app table of account rows its Row-Level Security.
+
+    RLS enabled and forced (the owner too), the tenant's policy (rows of the
+    signed-bound account only, read and written) and the owner's cross-account
+    mode, each dropped first if there: a migration adding a table of account rows
+    runs them (``RunSQL(tenant_policy_sql(t), drop_tenant_policy_sql(t))``), and
+    adds the table to :data:`ACCOUNT_TABLES` so that ``grant_cross_account_role``
+    names the cross-account role on it too.
+    """
+    if not (_TABLE_NAME.fullmatch(table) and _TABLE_NAME.fullmatch(account_column)):
+        raise ValueError(f"not a plain lower-case table and column name: {table!r}, {account_column!r}")
+    tenant = f"{account_column} = {BOUND_ACCOUNT}"
+    # Only a member of the table's owner (migrate, seed_demo, data migrations) may use the mode;
+    # NULL, so no row, when the catalog row is missing (as in migration 0006).
+    owner_mode = (
+        f"(SELECT current_setting('{CROSS_ACCOUNT_SETTING}', true) = '{ON}' "
+        f"AND pg_has_role(c.relowner, 'MEMBER') FROM pg_catalog.pg_class c WHERE c.oid = '{table}'::regclass)"
+    )
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {TENANT_POLICY} ON {table}",
+        f"CREATE POLICY {TENANT_POLICY} ON {table} FOR ALL USING ({tenant}) WITH CHECK ({tenant})",
+        f"DROP POLICY IF EXISTS {OWNER_CROSS_ACCOUNT_POLICY} ON {table}",
+        f"CREATE POLICY {OWNER_CROSS_ACCOUNT_POLICY} ON {table} FOR ALL "
+        f"USING ({owner_mode}) WITH CHECK ({owner_mode})",
+    ]
+
+
+def drop_tenant_policy_sql(table):
+    """The reverse of :func:`tenant_policy_sql` for a table it protected (the table stays)."""
+    return [
+        f"DROP POLICY IF EXISTS {TENANT_POLICY} ON {table}",
+        f"DROP POLICY IF EXISTS {OWNER_CROSS_ACCOUNT_POLICY} ON {table}",
+        f"DROP POLICY IF EXISTS {CROSS_ACCOUNT_POLICY} ON {table}",
+        f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
+    ]
+
+
 _tenant_bound = ContextVar("flowpilot_tenant_bound", default=False)
+# The user bound in the current tenant transaction (its id as text, "" when none): the account's binding
+# is signed with it.
+_bound_user = ContextVar("flowpilot_bound_user", default="")
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +184,7 @@ def tenant_transaction():
     nested in an outer transaction (``ATOMIC_REQUESTS``, a test) where a
     released savepoint would keep them.
     """
-    token = _tenant_bound.set(True)
+    token, user_token = _tenant_bound.set(True), _bound_user.set("")
     try:
         with ExitStack() as stack:
             aliases = stack.enter_context(transactions(reachable_read_aliases(stack)))
@@ -133,6 +192,7 @@ def tenant_transaction():
             for alias in aliases:
                 transaction.set_rollback(True, using=alias)
     finally:
+        _bound_user.reset(user_token)
         _tenant_bound.reset(token)
 
 
@@ -150,7 +210,8 @@ def with_host_settings(values):
 
 def bind_user(user, *, statement_timeout_ms):
     """Lets the transaction read ``user``'s own memberships, within the statement timeout."""
-    set_local(
+    _bound_user.set(str(user.pk))
+    bind(
         read_aliases(),
         with_host_settings({
             USER_SETTING: user.pk,
@@ -165,12 +226,30 @@ def bind_user(user, *, statement_timeout_ms):
 def bind_account(account):
     """Lets the transaction read the rows of ``account`` (or of that id), its members included, and no other's."""
     account_id = getattr(account, "pk", account)
-    set_local(read_aliases(), with_host_settings({ACCOUNT_SETTING: account_id}))
+    bind(read_aliases(), with_host_settings({ACCOUNT_SETTING: account_id, USER_SETTING: _bound_user.get()}))
 
 
 def unbind_account():
     """Lets the transaction read no account's rows again, as after :func:`bind_user`."""
-    set_local(read_aliases(), with_host_settings({ACCOUNT_SETTING: ""}))
+    bind(read_aliases(), with_host_settings({ACCOUNT_SETTING: "", USER_SETTING: _bound_user.get()}))
+
+
+def bind(aliases, values):
+    """:func:`set_local` of ``values``, signed: with the token the policies' functions check, per alias.
+
+    The token covers the account and user ids in ``values`` (the empty string when
+    absent) and each connection's backend pid (known to the driver: no query), in
+    the same statement as the settings (:mod:`flowpilot_analytics.signed_binding`).
+    """
+    from .signed_binding import BINDING_SETTING, backend_pid, binding_token
+
+    account_id, user_id = (str(values.get(name, "")) for name in (ACCOUNT_SETTING, USER_SETTING))
+    for alias in aliases:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        token = binding_token(account_id, user_id, backend_pid(connection))
+        set_local([alias], {**values, BINDING_SETTING: token})
 
 
 def set_local(aliases, values):

@@ -52,6 +52,7 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "FIELDS": DEFAULT_FIELDS,
         "ACCESS_POLICY": membership_roles,
         "RLS": {"account_setting": None, "user_setting": None, "cross_account_setting": None},
+        "BINDING_KEY": None,
     }
     assert app_messages() == []
 
@@ -181,6 +182,8 @@ def test_the_apps_authentication_classes_replace_the_hosts(settings, api_client,
         ("RLS", {"account": "app.current_org"}, "E021"),
         ("RLS", {"account_setting": "current_org"}, "E021"),
         ("RLS", {"account_setting": "app.current org"}, "E021"),
+        ("BINDING_KEY", 12345, "E060"),
+        ("BINDING_KEY", b"x" * 40, "E060"),
     ],
 )
 def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, check_id):
@@ -190,6 +193,13 @@ def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, chec
     assert error.is_serious()
     assert error.msg.startswith(f'FLOWPILOT_ANALYTICS["{key}"] ')
     assert repr(value) in error.msg
+
+
+def test_a_binding_key_too_short_is_an_error_that_does_not_show_the_secret(settings):
+    settings.FLOWPILOT_ANALYTICS = {"BINDING_KEY": "short-secret"}
+    [error] = app_messages()
+    assert error.id == "flowpilot_analytics.E060"
+    assert "short-secret" not in error.msg and "a string of 12 characters" in error.msg
 
 
 @pytest.mark.parametrize(
@@ -204,6 +214,7 @@ def test_a_malformed_value_is_an_error_naming_the_key(settings, key, value, chec
         ("BASE_TEMPLATE", "admin/base_site.html"),
         ("EXPORT_MAX_ROWS", None),
         ("EXPORT_MAX_SECONDS", 600),
+        ("BINDING_KEY", "a-binding-key-of-forty-characters-------"),
     ],
 )
 def test_well_formed_values_pass(settings, key, value):
