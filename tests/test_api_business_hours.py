@@ -270,3 +270,80 @@ def test_figures_and_rows_agree_with_the_reference(db, schedule, claims):
                                row["claimed_at"], row["first_action_at"])
         assert lags[handoff_id] == lag
         assert row["seconds_to_first_action"] == (None if lag is None else round(lag / 10**6, 3))
+
+
+# --- The dashboard and the report ------------------------------------------------------------
+
+
+def test_the_dashboard_shows_the_business_clock(client, member, office):
+    from tests.test_dashboard import PAGE, Page
+
+    client.force_login(member(Role.ADMIN))
+    response = client.get(PAGE, {**WINDOW, "clock": "business"})
+    assert response.status_code == 200
+    shown = Page(response.content.decode())
+    assert shown.cards["p95_seconds_to_first_action"]["value"] == 570.0
+    assert shown.cards["median_seconds_to_first_action"]["value"] == 300.0
+    assert 'data-clock="business"' in response.content.decode()
+    # Its CSV and API links keep the clock.
+    assert all("clock=business" in link for link in shown.links if link and "/api/v1/" in link)
+    calendar = Page(client.get(PAGE, WINDOW).content.decode())
+    assert calendar.cards["p95_seconds_to_first_action"]["value"] == 221_250.0  # 104 400 s + 0.95 x (227 400 - 104 400)
+
+
+def test_the_dashboard_refuses_business_without_a_calendar(client, member, account):
+    from tests.test_dashboard import PAGE
+
+    client.force_login(member(Role.ADMIN))
+    response = client.get(PAGE, {**WINDOW, "clock": "business"})
+    assert response.status_code == 400
+    assert 'id="fp-clock-error"' in response.content.decode()
+    assert "no business-hours calendar" in response.content.decode()
+    bad = client.get(PAGE, {**WINDOW, "clock": "Business"})
+    assert bad.status_code == 400 and 'id="fp-clock-error"' in bad.content.decode()
+
+
+def report(*args):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("escalation_report", *args, stdout=out)
+    return out.getvalue()
+
+
+def business_office_now(account):
+    """The contract's examples in the last week (the report's windows end now)."""
+    import json
+
+    from django.utils import timezone as django_timezone
+
+    business_calendar_replace(account=account, time_zone="Europe/Paris", intervals=NINE_TO_SIX)
+    today = django_timezone.now().astimezone(PARIS).date()
+    # A Friday 7 to 13 days ago: the weekend's action is in the past whatever today is.
+    friday = today - timedelta(days=(today.weekday() - 4) % 7 + 7)
+    claimed_handoff(account, claimed_at=datetime.combine(friday, time(17, 55), tzinfo=PARIS), lag=(63 * 60 + 10) * 60)
+    claimed_handoff(account, claimed_at=datetime.combine(friday + timedelta(days=1), time(10), tzinfo=PARIS), lag=29 * 3600)
+    return json
+
+
+def test_the_report_on_the_business_clock(account, other_account):
+    json = business_office_now(account)
+    label = MODELS.label(account)
+    [row] = json.loads(report("--account", label, "--period", "30d", "--clock", "business", "--format", "json"))
+    assert (row["clock"], row["n_handoffs_with_action"]) == ("business", 2)
+    assert (row["avg_seconds_to_first_action"], row["p95_seconds_to_first_action"]) == (300.0, 570.0)
+    [calendar] = json.loads(report("--account", label, "--period", "30d", "--format", "json"))
+    assert (calendar["clock"], calendar["avg_seconds_to_first_action"]) == ("calendar", 165_900.0)
+    assert "business clock" in report("--account", label, "--period", "30d", "--clock", "business")
+
+
+def test_the_report_refuses_business_for_an_account_without_a_calendar(account, other_account):
+    from django.core.management.base import CommandError
+
+    business_office_now(account)
+    with pytest.raises(CommandError, match="no business-hours calendar for"):
+        report("--clock", "business")
+    with pytest.raises(CommandError):
+        report("--clock", "Business")
