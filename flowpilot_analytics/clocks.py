@@ -71,7 +71,7 @@ BUSINESS_CLOCK = "business"
 CLOCKS = (CALENDAR_CLOCK, BUSINESS_CLOCK)
 # The business clock's periods run this long past the request's now: a first action stamped
 # later still (a writer's clock far ahead) counts as at that limit.
-BUSINESS_PERIODS_BEYOND_NOW = timedelta(days=366)
+BUSINESS_PERIODS_BEYOND_NOW = timedelta(days=31)
 
 
 def _bigint_array(values):

@@ -205,3 +205,12 @@ def test_the_open_periods_do_not_depend_on_the_range_they_were_built_for(schedul
 def test_merged_periods_count_an_overlap_once():
     periods = OpenPeriods.merged([(0, 10), (5, 20), (30, 40)])
     assert (periods.starts, periods.ends, periods.before) == ((0, 30), (20, 40), (0, 20))
+
+
+def test_a_first_action_beyond_the_periods_counts_as_at_their_end():
+    """The periods end a while after now (31 days in a request): a later action is counted up to there."""
+    schedule = Schedule("UTC", tuple((weekday, time(0), time(0)) for weekday in range(7)))
+    claimed = datetime(2026, 12, 1, tzinfo=UTC)
+    periods = schedule.periods(claimed, datetime(2026, 12, 10, tzinfo=UTC))
+    far = periods.lag_us(claimed, datetime(2027, 6, 1, tzinfo=UTC))
+    assert far == to_us(datetime(2026, 12, 12, tzinfo=UTC)) - to_us(claimed)  # the day after the last, 24:00

@@ -240,3 +240,33 @@ def test_the_admin_lists_calendars(admin_client, account):
     response = admin_client.get("/admin/flowpilot_analytics/businesscalendar/")
     assert response.status_code == 200
     assert "Europe/Paris" in response.content.decode()
+
+
+# --- Row-Level Security ------------------------------------------------------------------------
+
+
+@pytest.mark.postgres_only
+def test_the_app_role_sees_only_the_bound_accounts_calendar(account, other_account, become_app_role):
+    from flowpilot_analytics import rls
+
+    business_calendar_replace(account=account, time_zone="UTC", intervals=NINE_TO_SIX, closed_dates=[date(2026, 1, 1)])
+    business_calendar_replace(
+        account=other_account, time_zone="Asia/Tokyo", intervals=NINE_TO_SIX[:2], closed_dates=[date(2026, 5, 5)]
+    )
+    become_app_role()
+
+    def visible():
+        return (
+            set(BusinessCalendar.objects.values_list("account_id", flat=True)),
+            BusinessInterval.objects.count(),
+            set(ClosedDate.objects.values_list("date", flat=True)),
+        )
+
+    assert visible() == (set(), 0, set())  # nothing bound: nothing seen
+    rls.bind_account(account)
+    assert visible() == ({account.pk}, 5, {date(2026, 1, 1)})
+    assert business_schedules([account.pk, other_account.pk]).keys() == {account.pk}
+    rls.bind_account(other_account)
+    assert visible() == ({other_account.pk}, 2, {date(2026, 5, 5)})
+    # Another account's calendar cannot be changed: its row is hidden.
+    assert BusinessCalendar.objects.filter(account=account).update(time_zone="Europe/Paris") == 0
