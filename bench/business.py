@@ -44,7 +44,7 @@ def ensure_calendars(accounts):
 
 
 def measure(accounts, *, start, end, rounds, log):
-    """``[Measurement]`` of both clocks per account (timings ``calendar clock``, ``business clock``)."""
+    """``[(Measurement, {clock: Figures})]`` per account (timings ``calendar clock``, ``business clock``)."""
     from flowpilot_analytics.aggregation import aggregate_in_python
     from flowpilot_analytics.calendars import clock_choice
     from flowpilot_analytics.figures import Context
@@ -80,9 +80,8 @@ def measure(accounts, *, start, end, rounds, log):
             timings=timings,
             memory={},
         )
-        result.figures = {"calendar": calendar, "business": business}
         log(result.line())
-        measured.append(result)
+        measured.append((result, {"calendar": calendar, "business": business}))
     return measured
 
 
@@ -99,7 +98,7 @@ def section(measured, *, when, load):
     )
     out.append("| data | calendar clock | business clock | business / calendar (per round) | target < 2x |")
     out.append("|---|---|---|---|---|")
-    for result in measured:
+    for result, _ in measured:
         calendar, business = result.timings["calendar clock"], result.timings["business clock"]
         ratio = result.ratio("business clock", "calendar clock")
         out.append(
@@ -110,8 +109,8 @@ def section(measured, *, when, load):
     out.append("\nThe figures themselves (seconds), to see what the clock changes:\n")
     out.append("| data | clock | with action | median | p95 | max |")
     out.append("|---|---|---|---|---|---|")
-    for result in measured:
-        for name, figures in result.figures.items():
+    for result, by_clock in measured:
+        for name, figures in by_clock.items():
             out.append(
                 f"| {result.slug} | {name} | {figures.n_handoffs_with_action:,} | "
                 f"{figures.median_seconds_to_first_action} | {figures.p95_seconds_to_first_action} | "
