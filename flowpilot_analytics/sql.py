@@ -94,6 +94,10 @@ def statement(handoffs, *, grouping, context, connection):
         f"{REQUESTED}.account_id" if grouping.accounts is not None else None
     )
     aggregates_sql, aggregates_params = select_list(context)
+    if periods_sql:
+        # A clock reading first_action_at more than once (the business clock) needs the
+        # handoffs fenced too: flattened, each reference would run the probe again.
+        handoffs_sql = f"SELECT * FROM ({handoffs_sql}) AS probed OFFSET 0"
     lags = f"""
         SELECT {key_sql} AS {GROUP_KEY}, claimed_at, {lag_sql} AS lag_us
         FROM ({handoffs_sql}) AS handoffs {periods_sql}
