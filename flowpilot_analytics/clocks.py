@@ -83,7 +83,7 @@ class BusinessClock:
     """Seconds inside an account's business hours from the claim to the first action.
 
     ``periods`` maps each account id to its :class:`~flowpilot_analytics.business_hours.OpenPeriods`
-    over the instants the request may meet (:func:`flowpilot_analytics.calendars.business_clock`).
+    over the instants the request may meet (:meth:`flowpilot_analytics.calendars.ClockChoice.for_window`).
     In SQL the periods are three bigint arrays (microseconds from ``base``), joined
     once; ``B(t)`` is ``width_bucket`` over the starts, and the lag ``B(first) - B(claim)``.
     """
@@ -122,8 +122,8 @@ class BusinessClock:
             for target, values in zip((starts, ends, before), self._relative(periods)):
                 target.append(_bigint_array(values))
         sql = (
-            "CROSS JOIN (SELECT %s::timestamptz AS base, calendars.starts::bigint[] AS starts, calendars.ends::bigint[] AS ends, "
-            "calendars.open_before::bigint[] AS open_before "
+            "CROSS JOIN (SELECT %s::timestamptz AS base, calendars.starts::bigint[] AS starts, "
+            "calendars.ends::bigint[] AS ends, calendars.open_before::bigint[] AS open_before "
             "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[]) "
             "AS calendars (account_id, starts, ends, open_before) "
             f"WHERE calendars.account_id = {account_ref} OFFSET 0) AS business_hours"
