@@ -17,6 +17,7 @@ fetched in the changelist's own query (``list_select_related``), so a page costs
 the same number of queries whatever its length.
 """
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
@@ -24,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from .admin_widget import escalation_summary_context
+from .calendar_services import overlap_messages
 from .clocks import CALENDAR
 from .cross_account import CrossAccountModelAdminMixin
 from .durations import human_duration
@@ -32,6 +34,9 @@ from .models import (
     Account,
     AiSession,
     AiSessionStep,
+    BusinessCalendar,
+    BusinessInterval,
+    ClosedDate,
     EscalationSummaryPage,
     Membership,
     SessionHandoff,
@@ -183,3 +188,47 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
         if seconds is None:
             return None
         return f"{human_duration(seconds)} ({seconds:.3f} s)"
+
+
+# --- Business hours ----------------------------------------------------------------------------
+
+
+class BusinessIntervalFormSet(forms.BaseInlineFormSet):
+    """The calendar's intervals: no two of a weekday may overlap (touching is fine)."""
+
+    def clean(self):
+        super().clean()
+        intervals = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None) or {}
+            if not data or data.get("DELETE") or form.errors:
+                continue
+            if None in (data.get("weekday"), data.get("opens"), data.get("closes")):
+                continue
+            intervals.append((int(data["weekday"]), data["opens"], data["closes"]))
+        messages = overlap_messages(intervals)
+        if messages:
+            raise forms.ValidationError([f"{message}: intervals of a day may not overlap." for message in messages])
+
+
+class BusinessIntervalInline(admin.TabularInline):
+    model = BusinessInterval
+    formset = BusinessIntervalFormSet
+    extra = 0
+
+
+class ClosedDateInline(admin.TabularInline):
+    model = ClosedDate
+    extra = 0
+
+
+@admin.register(BusinessCalendar)
+class BusinessCalendarAdmin(CrossAccountModelAdminMixin, admin.ModelAdmin):
+    """An account's business hours (one per account): its time zone, weekly intervals and closed dates."""
+
+    list_display = ["account", "time_zone"]
+    list_select_related = ["account"]
+    search_fields = [*account_lookups(), "time_zone"]
+    inlines = [BusinessIntervalInline, ClosedDateInline]
+    raw_id_fields = account_widgets().get("raw_id_fields", [])
+    autocomplete_fields = account_widgets().get("autocomplete_fields", [])

@@ -81,7 +81,7 @@ def aggregate_in_python(handoffs, *, grouping=Grouping(), context):
     ):
         key = grouping.key(account_id, grouping.key_within(value[0] if value else None, claimed_at))
         claimed[key] += 1
-        lag = context.clock.lag_us(claimed_at, first_action_at)
+        lag = context.clock.lag_us(claimed_at, first_action_at, account_id)
         if lag is not None:
             lags[key].append(lag)
         elif key not in oldest_waiting or claimed_at < oldest_waiting[key]:

@@ -59,6 +59,7 @@ from .charts import (
     distribution_chart_svg,
     trend_chart_svg,
 )
+from .calendars import NoBusinessCalendar, clock_choice
 from .conf import app_settings
 from .constants import METRIC_DEFINITION
 from .durations import NO_VALUE, human_duration
@@ -89,8 +90,8 @@ DASHBOARD_TEMPLATE = "flowpilot_analytics/dashboard/escalations.html"
 NOTICE_TEMPLATE = "flowpilot_analytics/dashboard/notice.html"
 
 # The query parameters the window form sends (the API's names); an empty field is a field not filled.
-FORM_FIELDS = ("period", "start", "end", "time_zone", "interval")
-WINDOW_FIELDS = ("period", "start", "end", "time_zone")
+FORM_FIELDS = ("period", "start", "end", "time_zone", "interval", "clock")
+WINDOW_FIELDS = ("period", "start", "end", "time_zone", "clock")
 # The figures of the cards: the contract's seed figures, and the action rate (the conversion signal).
 CARD_FIGURES = (*in_sections(CONTRACT), ACTION_RATE)
 # The columns of the per-engineer table, and of the trend's table.
@@ -436,10 +437,17 @@ class EscalationDashboardView(View):
             "metric_definition": METRIC_DEFINITION,
             "page_url": request.path,
         }
+        errors = None
         if not params.is_valid():
             errors = {
                 name: [str(message) for message in messages] for name, messages in params.errors.items()
             }
+        else:
+            try:
+                clock = clock_choice(params.validated_data["clock"], [account])
+            except NoBusinessCalendar:
+                errors = {"clock": ["This account has no business-hours calendar: choose Calendar."]}
+        if errors:
             context["errors"] = errors
             context["period_options"] = period_options(query.get("period", ""))
             context["other_errors"] = [
@@ -451,34 +459,43 @@ class EscalationDashboardView(View):
             return render(request, DASHBOARD_TEMPLATE, context, status=400)
 
         window, interval = params.validated_data["window"], params.validated_data["interval"]
-        context["form"].update(period=window.period or "", time_zone=window.time_zone, interval=interval)
+        context["form"].update(
+            period=window.period or "", time_zone=window.time_zone, interval=interval, clock=clock.name
+        )
         context["period_options"] = period_options(window.period or "")
         claimer = claimer_in_scope(membership=membership, user=request.user)
-        context.update(self.figures(account, window, interval, now, claimer, query))
+        context.update(self.figures(account, window, interval, now, claimer, query, clock))
         # Instants are shown in the window's time zone, as the API writes them.
         with timezone.override(zone(window.time_zone)):
             return render(request, DASHBOARD_TEMPLATE, context)
 
-    def figures(self, account, window, interval, now, claimer, query):
-        """Every figure of the page: a constant number of statements, each a selector the API calls."""
-        metrics = escalation_metrics(account=account, window=window, now=now)
-        previous = escalation_metrics(account=account, window=window.previous(), now=now)
+    def figures(self, account, window, interval, now, claimer, query, clock):
+        """Every figure of the page: a constant number of statements, each a selector the API calls.
+
+        ``clock``: the :class:`~flowpilot_analytics.calendars.ClockChoice` of every lag figure.
+        """
+        metrics = escalation_metrics(account=account, window=window, now=now, clock=clock)
+        previous = escalation_metrics(account=account, window=window.previous(), now=now, clock=clock)
         change = figure_changes(metrics, previous)
-        buckets = escalation_trend(account=account, window=window, interval=interval, now=now)
+        buckets = escalation_trend(account=account, window=window, interval=interval, now=now, clock=clock)
         engineers = escalation_metrics_by_engineer(
-            account=account, window=window, now=now, claimed_by=claimer
+            account=account, window=window, now=now, claimed_by=claimer, clock=clock
         )
         waiting = handoffs_without_action(account=account, window=window, claimed_by=claimer)
-        waiting = list(handoff_rows(waiting[:WAITING_LIMIT]))
+        waiting = list(handoff_rows(waiting[:WAITING_LIMIT], clock=clock.for_window(window, now=now)))
 
         span = span_text(window.length)
         # The window spelt out, the default period included, so that a link names the window it shows.
         window_params = {name: query.get(name) for name in WINDOW_FIELDS}
-        window_params.update(account=account.pk, period=window.period, time_zone=window.time_zone)
+        window_params.update(
+            account=account.pk, period=window.period, time_zone=window.time_zone, clock=clock.name
+        )
         waiting_params = dict(window_params, has_action="false", ordering="claimed_at")
         return {
             "window": window,
             "window_caption": window_caption(window),
+            "clock": clock.name,
+            "business_time_zone": clock.schedules[account.pk].time_zone if clock.schedules else None,
             "previous_caption": window_caption(window.previous()),
             "interval": interval,
             "now": now,

@@ -7,7 +7,7 @@ Needs factory-boy (the ``demo`` extra); the app never imports this module at run
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, time, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -54,12 +54,40 @@ def seed_demo(*, now, reset=False, seed=2026):
                 )
             )
             created[account.slug] = 0 if has_data else _demo_history(account, engineers, now, rng)
+        _demo_business_hours(accounts[0], now)
     if any(created.values()) and connection.vendor == "postgresql":
         # Fresh bulk loads have no planner statistics until autovacuum gets to
         # them; without these the first reports pick poor plans (seen: 20x slower).
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE ai_session, ai_session_step, session_handoff")
     return accounts, logins, created
+
+
+# The first demo account's business hours: 08:30-12:30 and 13:30-18:00 on weekdays, in Paris,
+# closed on the public holidays of the year around now.
+DEMO_TIME_ZONE = "Europe/Paris"
+DEMO_INTERVALS = tuple(
+    (weekday, opens, closes)
+    for weekday in range(5)
+    for opens, closes in ((time(8, 30), time(12, 30)), (time(13, 30), time(18)))
+)
+DEMO_HOLIDAYS = ((1, 1), (5, 1), (5, 8), (7, 14), (8, 15), (11, 1), (11, 11), (12, 25))
+
+
+def _demo_business_hours(account, now):
+    """Gives ``account`` a business-hours calendar unless it has one (kept as edited)."""
+    from .calendar_services import business_calendar_replace
+    from .models import BusinessCalendar
+
+    if BusinessCalendar.objects.filter(account=account).exists():
+        return
+    years = (now.year - 1, now.year, now.year + 1)
+    business_calendar_replace(
+        account=account,
+        time_zone=DEMO_TIME_ZONE,
+        intervals=DEMO_INTERVALS,
+        closed_dates=[date(year, month, day) for year in years for month, day in DEMO_HOLIDAYS],
+    )
 
 
 def _demo_users(accounts):

@@ -14,6 +14,8 @@ field map. Code reads the models in use through :func:`get_account_model`,
 default access policy's table (:mod:`flowpilot_analytics.access`).
 """
 
+import datetime
+
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -186,6 +188,100 @@ class EscalationSummaryPage(models.Model):
         default_permissions = ("view",)
         verbose_name = "escalation summary"
         verbose_name_plural = "escalation summary"
+
+
+# --- Business hours (CONTRACT.md, "Business hours") -------------------------------------
+
+
+def validate_time_zone(value):
+    """An IANA time zone name, as ``zoneinfo`` knows it."""
+    from .windows import zone
+
+    try:
+        zone(value)
+    except ValueError:
+        raise ValidationError(
+            "%(value)s is not an IANA time zone name (such as Europe/Paris or America/New_York).",
+            code="invalid_time_zone",
+            params={"value": value},
+        ) from None
+
+
+class BusinessCalendar(models.Model):
+    """An account's business hours: its time zone, weekly intervals and closed dates (at most one per account)."""
+
+    account = models.OneToOneField(
+        settings.FLOWPILOT_ANALYTICS_ACCOUNT_MODEL,
+        on_delete=models.CASCADE,
+        related_name="flowpilot_business_calendar",
+    )
+    time_zone = models.CharField(
+        max_length=64, validators=[validate_time_zone], help_text="IANA name, e.g. Europe/Paris."
+    )
+
+    class Meta:
+        verbose_name = "business calendar"
+
+    def __str__(self):
+        return f"Business hours of {self.account} ({self.time_zone})"
+
+
+class BusinessInterval(models.Model):
+    """One weekly opening interval, in the calendar's local time; ``closes = 00:00`` is the end of the day."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0
+        TUESDAY = 1
+        WEDNESDAY = 2
+        THURSDAY = 3
+        FRIDAY = 4
+        SATURDAY = 5
+        SUNDAY = 6
+
+    calendar = models.ForeignKey(BusinessCalendar, on_delete=models.CASCADE, related_name="intervals")
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens = models.TimeField()
+    closes = models.TimeField(help_text="00:00 means midnight at the end of the day.")
+
+    class Meta:
+        ordering = ["weekday", "opens"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(weekday__gte=0, weekday__lte=6), name="business_interval_weekday"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(opens__lt=models.F("closes")) | models.Q(closes=datetime.time(0)),
+                name="business_interval_opens_before_closes",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}-{self.closes:%H:%M}"
+
+    def clean(self):
+        super().clean()
+        from .business_hours import interval_error
+
+        if self.opens is not None and self.closes is not None:
+            error = interval_error(self.opens, self.closes)
+            if error:
+                raise ValidationError({"closes": error})
+
+
+class ClosedDate(models.Model):
+    """A local date on which the calendar is closed all day (a holiday)."""
+
+    calendar = models.ForeignKey(BusinessCalendar, on_delete=models.CASCADE, related_name="closed_dates")
+    date = models.DateField()
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(fields=["calendar", "date"], name="closed_date_unique_per_calendar"),
+        ]
+
+    def __str__(self):
+        return f"Closed on {self.date:%Y-%m-%d}"
 
 
 def get_account_model():

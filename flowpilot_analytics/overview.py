@@ -18,6 +18,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from .calendars import ClockChoice, business_schedules
+from .clocks import BUSINESS_CLOCK
 from .field_map import NamedAccount, account_order
 from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
 from .models import get_account_model
@@ -35,9 +37,17 @@ class AccountSummary(NamedAccount):
     account: object  # of the account model in use
     figures: tuple[EscalationMetrics, ...]
     daily_median_seconds: tuple[float | None, ...] | None = None
+    # The same periods on the business clock, when the account has a business-hours calendar.
+    business_figures: tuple[EscalationMetrics, ...] | None = None
 
     def for_period(self, period):
         return next(metrics for metrics in self.figures if metrics.period == period)
+
+    @property
+    def rows(self):
+        """``(calendar metrics, business metrics or None)`` per period, for the template."""
+        business = self.business_figures or (None,) * len(self.figures)
+        return tuple(zip(self.figures, business))
 
     @property
     def has_data(self):
@@ -75,7 +85,9 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
 
     A constant number of queries whatever the number of accounts: one to list
     them (when not given), one per period, one for the daily series of the
-    (at most ``limit``) accounts shown.
+    (at most ``limit``) accounts shown; one for the business-hours calendars,
+    and when some account has one, two to read them and one per period for
+    those accounts' figures on the business clock.
     """
     now = now or timezone.now()
     if accounts is None:
@@ -86,10 +98,22 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
         period: escalation_metrics_by_account(accounts=account_ids, period=period, now=now)
         for period in PERIODS
     }
+    schedules = business_schedules(account_ids)
+    business = {}
+    if schedules:
+        choice = ClockChoice(BUSINESS_CLOCK, schedules)
+        business = {
+            period: escalation_metrics_by_account(accounts=list(schedules), period=period, now=now, clock=choice)
+            for period in PERIODS
+        }
     summaries = sorted(
         (
             AccountSummary(
-                account=account, figures=tuple(by_period[period][account.pk] for period in PERIODS)
+                account=account,
+                figures=tuple(by_period[period][account.pk] for period in PERIODS),
+                business_figures=(
+                    tuple(business[period][account.pk] for period in PERIODS) if account.pk in schedules else None
+                ),
             )
             for account in accounts
         ),
@@ -104,6 +128,7 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
             account=summary.account,
             figures=summary.figures,
             daily_median_seconds=series.get(summary.account.pk),
+            business_figures=summary.business_figures,
         )
         for summary in shown
     )

@@ -62,12 +62,13 @@ def _table_cell(row, key):
     return str(value)
 
 
-def render_table(rows, *, period, window_start, window_end, metric_definition):
-    """Columns aligned for a terminal, under a line naming the period and its window."""
+def render_table(rows, *, period, window_start, window_end, metric_definition, clock="calendar"):
+    """Columns aligned for a terminal, under a line naming the period, its window and the clock."""
     rows = list(rows)
     lines = [
         f"Escalation report, period {period}: "
         f"{window_start:%Y-%m-%d %H:%M:%S} to {window_end:%Y-%m-%d %H:%M:%S} UTC"
+        + ("" if clock == "calendar" else f", on the {clock} clock (business hours only)")
     ]
     if rows:
         cells = [[heading for heading, _, _ in _TABLE_COLUMNS]]

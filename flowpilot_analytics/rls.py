@@ -41,9 +41,18 @@ USER_SETTING = "flowpilot.user_id"
 CROSS_ACCOUNT_SETTING = "flowpilot.cross_account"
 STATEMENT_TIMEOUT = "statement_timeout"
 
-# Tables of the app's own models whose rows belong to one account (each has an ``account_id``);
-# those of them in use (not swapped for a host's models): account_tables().
-ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+# Tables of the app's own models whose rows belong to one account (an ``account_id``, or the
+# business calendar's, for its intervals and closed dates); those of them in use (not swapped
+# for a host's models): account_tables().
+ACCOUNT_TABLES = (
+    "ai_session",
+    "ai_session_step",
+    "session_handoff",
+    "flowpilot_analytics_membership",
+    "flowpilot_analytics_businesscalendar",
+    "flowpilot_analytics_businessinterval",
+    "flowpilot_analytics_closeddate",
+)
 # The value of the cross-account settings (the app's, and the host's) in the cross-account mode.
 ON = "on"
 # The policy, on each of them, naming the roles that read (and write) every account

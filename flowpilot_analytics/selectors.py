@@ -22,16 +22,18 @@ as the spec of :mod:`flowpilot_analytics.figures` declares it.
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from itertools import islice
 
 from django.contrib.auth import get_user_model
-from django.db.models import DurationField, ExpressionWrapper, F, Model, OuterRef, Subquery
+from django.db.models import BigIntegerField, DurationField, ExpressionWrapper, F, Func, Model, OuterRef, Subquery
 from django.utils import timezone
 
 from .access import is_member
 from .aggregation import Grouping, aggregate
-from .clocks import CALENDAR
+from .calendars import clock_choice
+from .clocks import CALENDAR, CALENDAR_CLOCK
 from .constants import METRIC_DEFINITION
 from .field_map import all_handoffs, field_map
 from .figures import BY_NAME, Context, Figures, Lags, summarize
@@ -50,6 +52,7 @@ class EscalationMetrics:
 
     window: Window
     figures: Figures
+    clock: str = CALENDAR_CLOCK
     metric_definition = METRIC_DEFINITION
 
     @property
@@ -107,19 +110,24 @@ def handoffs_in_window(*, account, window):
     return claimed_handoffs(window=window).filter(account_id=_account_id(account))
 
 
-def escalation_metrics(*, account, period=None, window=None, now=None, target_seconds=None):
-    """Every figure of one account over a period ending ``now``, or over ``window``."""
+def escalation_metrics(*, account, period=None, window=None, now=None, target_seconds=None, clock=None):
+    """Every figure of one account over a period ending ``now``, or over ``window``, on ``clock``."""
     return escalation_metrics_by_account(
-        accounts=[account], period=period, window=window, now=now, target_seconds=target_seconds
+        accounts=[account], period=period, window=window, now=now, target_seconds=target_seconds, clock=clock
     )[_account_id(account)]
 
 
-def escalation_metrics_by_account(*, accounts=None, period=None, window=None, now=None, target_seconds=None):
+def escalation_metrics_by_account(
+    *, accounts=None, period=None, window=None, now=None, target_seconds=None, clock=None
+):
     """The figures of many accounts at once, in one query: ``{account_id: EscalationMetrics}``.
 
     ``accounts`` is an iterable of accounts or ids; ``None`` means every account
     (one extra query to list them). Accounts without data get zero counts.
-    Give ``period`` (a window ending ``now``) or ``window``.
+    Give ``period`` (a window ending ``now``) or ``window``. ``clock``: ``"calendar"``
+    (``None``, the default), ``"business"`` (every account needs a calendar:
+    :class:`~flowpilot_analytics.calendars.NoBusinessCalendar` otherwise; three
+    queries more to read them) or a :class:`~flowpilot_analytics.calendars.ClockChoice`.
     """
     now = now or timezone.now()
     window = window or window_for_period(period, now=now)
@@ -129,13 +137,14 @@ def escalation_metrics_by_account(*, accounts=None, period=None, window=None, no
         account_ids = [_account_id(account) for account in accounts]
     if not account_ids:
         return {}
+    choice = clock_choice(clock, account_ids)
     by_account = aggregate(
         claimed_handoffs(window=window),
         grouping=Grouping(accounts=tuple(account_ids)),
-        context=Context(now=now, target_seconds=target_seconds),
+        context=Context(now=now, target_seconds=target_seconds, clock=choice.for_window(window, now=now)),
     )
     return {
-        account_id: EscalationMetrics(window=window, figures=by_account[account_id])
+        account_id: EscalationMetrics(window=window, figures=by_account[account_id], clock=choice.name)
         for account_id in account_ids
     }
 
@@ -145,7 +154,7 @@ def empty_figures(*, now=None, target_seconds=None):
     return summarize(Lags(), Context(now=now, target_seconds=target_seconds))
 
 
-def escalation_trend(*, account, window, interval, now=None):
+def escalation_trend(*, account, window, interval, now=None, clock=None):
     """The figures of each local day or week of the window: ``[(range_start, range_end, Figures)]``.
 
     One query whatever the number of buckets; buckets without handoffs have zero
@@ -157,7 +166,7 @@ def escalation_trend(*, account, window, interval, now=None):
     by_bucket = aggregate(
         handoffs_in_window(account=account, window=window),
         grouping=Grouping(bucket_edges=tuple(edges)),
-        context=Context(now=now),
+        context=Context(now=now, clock=clock_choice(clock, [account]).for_window(window, now=now)),
     )
     empty = empty_figures(now=now)
     return [
@@ -165,7 +174,7 @@ def escalation_trend(*, account, window, interval, now=None):
     ]
 
 
-def escalation_figures_by_day(*, accounts, days, now=None):
+def escalation_figures_by_day(*, accounts, days, now=None, clock=None):
     """``{(account_id, day): Figures}`` of the last ``days`` 24-hour days, day 0 the oldest, in one query.
 
     Day ``days - 1 - k`` holds the handoffs claimed in ``(now - (k+1)×24h, now - k×24h]``
@@ -182,7 +191,7 @@ def escalation_figures_by_day(*, accounts, days, now=None):
     return aggregate(
         claimed_handoffs(window=window),
         grouping=Grouping(accounts=tuple(accounts), bucket_edges=edges),
-        context=Context(now=now),
+        context=Context(now=now, clock=clock_choice(clock, accounts).for_window(window, now=now)),
     )
 
 
@@ -216,7 +225,7 @@ def users_by_id(user_ids):
     return {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
 
 
-def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None):
+def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None, clock=None):
     """Each claimer's figures over the window: ``[(user id or None, display name, Figures)]``.
 
     Two queries whatever the number of claimers: the grouped figures, then the
@@ -228,7 +237,8 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     """
     now = now or timezone.now()
     handoffs = handoffs_of_claimer(handoffs_in_window(account=account, window=window), claimed_by)
-    grouped = aggregate(handoffs, grouping=Grouping(field="claimed_by_id"), context=Context(now=now))
+    context = Context(now=now, clock=clock_choice(clock, [account]).for_window(window, now=now))
+    grouped = aggregate(handoffs, grouping=Grouping(field="claimed_by_id"), context=context)
     named = isinstance(claimed_by, int) and claimed_by not in grouped
     users = users_by_id([*grouped, *([claimed_by] if named else [])])
     if named and claimed_by in users:
@@ -247,16 +257,71 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     return sorted(rows, key=lambda row: (row[0] is None, row[1].casefold(), row[0] or 0))
 
 
-def handoffs_with_lag(*, account, window):
-    """:func:`handoffs_in_window` annotated ``lag`` (``first_action_at - claimed_at``, NULL without action).
+def handoffs_with_lag(*, account, window, clock=CALENDAR):
+    """:func:`handoffs_in_window` annotated ``lag``: the clock's lag, NULL without action.
 
-    ``lag`` is for ordering and paging in SQL only: it is positive (the first
-    action is strictly after the claim) so it orders exactly as the floored lag
-    of :func:`handoff_rows`, which is the one the figures use.
+    On the calendar clock ``lag`` is ``first_action_at - claimed_at`` (an
+    interval): positive (the first action is strictly after the claim), so it
+    orders exactly as the floored lag of :func:`handoff_rows`, which is the one
+    the figures use. On the business clock it is the business lag itself, whole
+    microseconds (:class:`BusinessLag`). For ordering and paging in SQL only.
     """
-    return handoffs_in_window(account=account, window=window).annotate(
-        lag=ExpressionWrapper(F("first_action_at") - F("claimed_at"), output_field=DurationField())
-    )
+    if clock.name == CALENDAR_CLOCK:
+        lag = ExpressionWrapper(F("first_action_at") - F("claimed_at"), output_field=DurationField())
+    else:
+        lag = BusinessLag(clock)
+    return handoffs_in_window(account=account, window=window).annotate(lag=lag)
+
+
+class BusinessLag(Func):
+    """A business clock's lag of a handoff (microseconds) as a SQL expression of its row.
+
+    PostgreSQL: the clock's own expression over the row's claim and probe (the
+    probe fenced so it runs once). SQLite: a function of this process computing
+    the Python path's lag (:meth:`~flowpilot_analytics.clocks.BusinessClock.lag_us`).
+    """
+
+    output_field = BigIntegerField()
+
+    def __init__(self, clock, **extra):
+        super().__init__(F("claimed_at"), F("first_action_at"), **extra)
+        self.clock = clock
+
+    def as_sql(self, compiler, connection, **extra_context):
+        claimed_sql, claimed_params = compiler.compile(self.source_expressions[0])
+        first_sql, first_params = compiler.compile(self.source_expressions[1])
+        if connection.vendor == "postgresql":
+            lag_sql, lag_params = self.clock.lag_sql()
+            periods_sql, periods_params = self.clock.periods_sql()
+            sql = (
+                f"(SELECT {lag_sql} FROM (SELECT {claimed_sql} AS claimed_at, {first_sql} AS first_action_at "
+                f"OFFSET 0) AS handoff {periods_sql})"
+            )
+            return sql, [*lag_params, *claimed_params, *first_params, *periods_params]
+        key = _register_sqlite_clock(connection, self.clock)
+        return f"{SQLITE_LAG_FUNCTION}({claimed_sql}, {first_sql}, %s)", [*claimed_params, *first_params, key]
+
+
+SQLITE_LAG_FUNCTION = "flowpilot_business_lag_us"
+_sqlite_clocks = {}
+
+
+def _register_sqlite_clock(connection, clock):
+    """Makes :data:`SQLITE_LAG_FUNCTION` known to the SQLite connection; the key naming ``clock`` to it."""
+    key = str(id(clock))
+    _sqlite_clocks[key] = clock
+    while len(_sqlite_clocks) > 64:
+        _sqlite_clocks.pop(next(iter(_sqlite_clocks)))
+    connection.ensure_connection()
+    connection.connection.create_function(SQLITE_LAG_FUNCTION, 3, _sqlite_business_lag_us, deterministic=True)
+    return key
+
+
+def _sqlite_business_lag_us(claimed_at, first_action_at, key):
+    def instant(text):
+        return None if text is None else datetime.fromisoformat(text).replace(tzinfo=dt_timezone.utc)
+
+    return _sqlite_clocks[key].lag_us(instant(claimed_at), instant(first_action_at))
 
 
 def handoffs_without_action(*, account, window, claimed_by=None):

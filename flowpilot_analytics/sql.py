@@ -13,7 +13,7 @@ name and read back by name::
 
     SELECT group_key, <each figure's aggregate> AS <its name>
     FROM (SELECT <key> AS group_key, claimed_at, <the clock's lag> AS lag_us
-          FROM (<the handoffs queryset>) AS handoffs
+          FROM (<the handoffs queryset>) AS handoffs <the clock's periods, if any>
           OFFSET 0) AS lags
     GROUP BY group_key
 
@@ -89,10 +89,18 @@ def statement(handoffs, *, grouping, context, connection):
     else:
         key_sql, key_params = "NULL::integer", []
     lag_sql, lag_params = context.clock.lag_sql()
+    # What the clock's lag reads besides the handoff (the business clock's open periods).
+    periods_sql, periods_params = context.clock.periods_sql(
+        f"{REQUESTED}.account_id" if grouping.accounts is not None else None
+    )
     aggregates_sql, aggregates_params = select_list(context)
+    if periods_sql:
+        # A clock reading first_action_at more than once (the business clock) needs the
+        # handoffs fenced too: flattened, each reference would run the probe again.
+        handoffs_sql = f"SELECT * FROM ({handoffs_sql}) AS probed OFFSET 0"
     lags = f"""
         SELECT {key_sql} AS {GROUP_KEY}, claimed_at, {lag_sql} AS lag_us
-        FROM ({handoffs_sql}) AS handoffs
+        FROM ({handoffs_sql}) AS handoffs {periods_sql}
         OFFSET 0"""
     if grouping.accounts is not None and not grouping.within_accounts:
         # No GROUP BY: one row for the account, even without handoffs.
@@ -101,7 +109,7 @@ def statement(handoffs, *, grouping, context, connection):
         per_group = (
             f"SELECT {GROUP_KEY},\n    {aggregates_sql}\nFROM ({lags}\n) AS lags\nGROUP BY {GROUP_KEY}"
         )
-    params = [*aggregates_params, *key_params, *lag_params, *handoffs_params]
+    params = [*aggregates_params, *key_params, *lag_params, *handoffs_params, *periods_params]
     if grouping.accounts is None:
         return per_group, params
     per_account = (

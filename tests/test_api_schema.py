@@ -203,19 +203,19 @@ PINNED_COMPONENTS = {
         ("engineer_id", "integer|null"), ("engineer_name", "string"), *CONTRACT_FIGURES, *MORE_FIGURES,
     ],
     "EscalationHandoffsOutput": [
-        ("period", "PeriodEnum"), *WINDOW, ("ordering", "OrderingEnum"), ("next", "string:uri|null"),
+        ("period", "PeriodEnum"), *WINDOW, ("clock", "ClockEnum"), ("ordering", "OrderingEnum"), ("next", "string:uri|null"),
         ("next_cursor", "string|null"), ("results", "[HandoffRow]"), ("metric_definition", "string"),
     ],
     "EscalationMetrics": [
-        ("period", "PeriodEnum"), *WINDOW, *CONTRACT_FIGURES, *MORE_FIGURES, *TARGET_FIGURES,
+        ("period", "PeriodEnum"), *WINDOW, ("clock", "ClockEnum"), *CONTRACT_FIGURES, *MORE_FIGURES, *TARGET_FIGURES,
         ("metric_definition", "string"), ("previous", "PreviousWindow?"), ("change", "Change?"),
     ],
     "EscalationTrendOutput": [
-        ("period", "PeriodEnum"), *WINDOW, ("interval", "IntervalEnum"), ("buckets", "[TrendBucket]"),
+        ("period", "PeriodEnum"), *WINDOW, ("clock", "ClockEnum"), ("interval", "IntervalEnum"), ("buckets", "[TrendBucket]"),
         ("metric_definition", "string"),
     ],
     "EscalationsByEngineerOutput": [
-        ("period", "PeriodEnum"), *WINDOW, ("engineers", "[EngineerFigures]"), ("metric_definition", "string"),
+        ("period", "PeriodEnum"), *WINDOW, ("clock", "ClockEnum"), ("engineers", "[EngineerFigures]"), ("metric_definition", "string"),
     ],
     "FieldErrors": [("period", "[string]?"), ("account", "[string]?")],
     "HandoffRow": [
@@ -227,6 +227,7 @@ PINNED_COMPONENTS = {
     "TrendBucket": [("range_start", "string:date-time"), ("range_end", "string:date-time"), *CONTRACT_FIGURES],
 }
 PINNED_ENUMS = {
+    "ClockEnum": ["calendar", "business"],
     "BucketEnum": ["under_1m", "1m_to_5m", "5m_to_15m", "15m_to_60m", "1h_to_4h", "4h_to_24h", "over_24h"],
     "IntervalEnum": ["day", "week"],
     "OrderingEnum": ["-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action"],

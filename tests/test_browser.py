@@ -357,7 +357,7 @@ def test_the_dashboard_in_chromium_for_an_engineer_and_an_admin(live_server, fro
         if active.text == "The trend as a table":
             break
     form_fields = [stop for stop in stops if stop.startswith("fp-")]
-    assert form_fields == ["fp-period", "fp-start", "fp-end", "fp-time-zone", "fp-interval"], stops
+    assert form_fields == ["fp-period", "fp-start", "fp-end", "fp-time-zone", "fp-interval", "fp-clock"], stops
     assert stops[-1] == "The trend as a table", stops
     table = browser.find_element(By.ID, "fp-trend-table")
     assert not table.is_displayed()

@@ -147,6 +147,9 @@ def test_the_role_gets_the_apps_tables_and_reads_the_user_table_nothing_else(fre
         "ai_session": row_access,
         "ai_session_step": row_access,
         "session_handoff": row_access,
+        "flowpilot_analytics_businesscalendar": row_access,
+        "flowpilot_analytics_businessinterval": row_access,
+        "flowpilot_analytics_closeddate": row_access,
         "auth_user": "SELECT",
     }
     with connection.cursor() as cursor:

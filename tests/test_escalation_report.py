@@ -22,7 +22,7 @@ from tests.model_sets import MODELS
 pytestmark = [pytest.mark.django_db, pytest.mark.core]
 needs_slugs = pytest.mark.skipif(not MODELS.has_slugs, reason="these accounts have no slug: ids name them")
 
-REPORT_FIELDS = {"account", "account_id"} | CONTRACT_FIELDS
+REPORT_FIELDS = {"account", "account_id", "clock"} | CONTRACT_FIELDS
 
 
 def labels(accounts):
@@ -79,6 +79,7 @@ def test_json_for_one_account(three_accounts):
             "account": MODELS.label(acme),
             "account_id": acme.pk,
             "period": "7d",
+            "clock": "calendar",
             "n_handoffs_claimed": 3,
             "n_handoffs_with_action": 2,
             "avg_seconds_to_first_action": 137.56,
@@ -111,6 +112,7 @@ def test_csv_for_one_account(three_accounts):
             "account": MODELS.label(three_accounts[1]),
             "account_id": str(three_accounts[1].pk),
             "period": "30d",
+            "clock": "calendar",
             "n_handoffs_claimed": "1",
             "n_handoffs_with_action": "1",
             "avg_seconds_to_first_action": "3.0",

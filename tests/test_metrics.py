@@ -180,11 +180,14 @@ class TwiceTheCalendar:
 
     name = "twice"
 
+    def periods_sql(self, account_ref=None):
+        return "", []
+
     def lag_sql(self):
         sql, params = CALENDAR.lag_sql()
         return f"2 * {sql}", params
 
-    def lag_us(self, claimed_at, first_action_at):
+    def lag_us(self, claimed_at, first_action_at, account_id=None):
         lag = CALENDAR.lag_us(claimed_at, first_action_at)
         return None if lag is None else 2 * lag
 

@@ -101,13 +101,37 @@ def test_constant_number_of_queries_whatever_the_number_of_accounts(now, django_
             claimed_handoff(MODELS.account(), claimed_at=now - DAY, lag=3)
 
     add_accounts(2)
-    # One lists the accounts, one per period (3), one for the daily series.
-    with django_assert_num_queries(5):
+    # One lists the accounts, one per period (3), one for the daily series, one finds no calendar.
+    with django_assert_num_queries(6):
         escalation_summary(now=now)
     add_accounts(10)
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         summary = escalation_summary(now=now)
     assert len(summary.accounts) == 12
+
+
+def test_accounts_with_a_business_calendar_get_business_figures(now, django_assert_num_queries):
+    from datetime import time
+
+    from flowpilot_analytics.calendar_services import business_calendar_replace
+
+    accounts = [MODELS.account() for _ in range(3)]
+    for account in accounts:
+        # Claimed Saturday-ish, a day before now: 3 s of calendar time.
+        claimed_handoff(account, claimed_at=now - DAY, lag=3)
+    business_calendar_replace(account=accounts[0], time_zone="UTC", intervals=[])  # never open
+    business_calendar_replace(
+        account=accounts[1], time_zone="UTC", intervals=[(weekday, time(0), time(0)) for weekday in range(7)]
+    )
+    # As above, and with calendars: their intervals, closed dates, and one statement per period for them.
+    with django_assert_num_queries(6 + 2 + 3):
+        summary = escalation_summary(now=now)
+    rows = {row.account.pk: row for row in summary.accounts}
+    never, always, without = (rows[account.pk] for account in accounts)
+    assert [metrics.median_seconds_to_first_action for metrics in never.business_figures] == [0.0] * 3
+    assert [metrics.median_seconds_to_first_action for metrics in always.business_figures] == [3.0] * 3
+    assert {metrics.clock for metrics in always.business_figures} == {"business"}
+    assert without.business_figures is None
 
 
 # The single-account API path and the cross-account path, on random data.

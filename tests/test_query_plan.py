@@ -91,3 +91,31 @@ def test_first_action_probe_is_one_index_scan_and_the_step_table_is_never_scanne
     assert probe["Index Name"] == "step_account_session_created"
     for column in ("account_id", "session_id", "created_at"):
         assert column in probe["Index Cond"]
+
+
+@pytest.mark.parametrize("n_accounts", [1, 3])
+def test_the_business_clock_runs_the_probe_once_per_handoff_too(history, now, n_accounts):
+    from datetime import time
+
+    from flowpilot_analytics.calendar_services import business_calendar_replace
+    from flowpilot_analytics.calendars import clock_choice
+
+    accounts = history[:n_accounts]
+    for account in accounts:
+        business_calendar_replace(
+            account=account, time_zone="Europe/Paris", intervals=[(day, time(9), time(18)) for day in range(5)]
+        )
+    window = Window(start=now - timedelta(days=90), end=now, closed=True)
+    clock = clock_choice("business", accounts).for_window(window, now=now)
+    sql, params = statement(
+        claimed_handoffs(window=window),
+        grouping=Grouping(accounts=tuple(account.pk for account in accounts)),
+        context=Context(now=now, clock=clock),
+        connection=connection,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        (document,) = cursor.fetchone()
+    # The lag reads first_action_at five times: fenced, the probe still runs once per handoff.
+    (probe,) = scans_of(list(plan_nodes(document[0]["Plan"])), "ai_session_step")
+    assert probe["Index Name"] == "step_account_session_created"

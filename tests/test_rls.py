@@ -40,14 +40,16 @@ def test_the_app_role_is_bound_by_rls(app_role, become_app_role):
             assert cursor.fetchone() == (True,), table
 
 
-def test_catalog_every_table_with_an_account_id_has_rls_enabled_forced_and_a_policy():
+def test_catalog_every_table_with_an_account_or_calendar_id_has_rls_enabled_forced_and_a_policy():
     with connection.cursor() as cursor:
         cursor.execute(
             """
             SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
                    (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
             FROM pg_class c
-            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'account_id' AND NOT a.attisdropped
+            JOIN pg_attribute a ON a.attrelid = c.oid AND NOT a.attisdropped
+                -- an account's rows, and its business calendar's
+                AND a.attname IN ('account_id', 'calendar_id')
             WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
             ORDER BY c.relname
             """

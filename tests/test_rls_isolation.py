@@ -257,9 +257,9 @@ def test_the_per_engineer_and_drill_down_endpoints_show_only_the_bound_accounts_
     own_ids = MODELS.handoff_ids(account)
     real_handoffs_with_lag = views.handoffs_with_lag
 
-    def buggy_handoffs(*, account, window):
+    def buggy_handoffs(*, account, window, **kwargs):
         """A regression: the drill-down reads the handoffs of an account taken from the wrong place."""
-        return real_handoffs_with_lag(account=other_account, window=window)
+        return real_handoffs_with_lag(account=other_account, window=window, **kwargs)
 
     monkeypatch.setattr(views, "handoffs_with_lag", buggy_handoffs)
     # As a superuser the bug leaks B's three handoffs: the test can see a leak.

@@ -24,6 +24,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from .. import rls
+from ..calendars import NoBusinessCalendar, clock_choice
+from ..clocks import CALENDAR_CLOCK
 from ..conf import app_settings
 from ..field_map import account_label
 from ..windows import zone
@@ -318,14 +320,33 @@ class WindowedApi(AccountScopedApi):
     csv_rows_key = None
 
     def query(self, request):
-        """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window."""
+        """The validated query parameters (400 naming the field otherwise); ``["window"]`` is the window.
+
+        And the clock: ``self.clock_choice`` (by name, with the account's calendar for the
+        business clock: a 400 naming ``clock`` when it has none), ``self.clock`` (the window's).
+        """
         self.now = timezone.now()
+        # As asked (validated below): the drill-down's cursors are signed for their clock.
+        self.clock_name = request.query_params.get("clock") or CALENDAR_CLOCK
         params = self.query_serializer_class(
             query_params=request.query_params, context={"now": self.now, "view": self}
         )
         params.is_valid(raise_exception=True)
         self.params = params.validated_data
         self.window = self.params["window"]
+        try:
+            self.clock_choice = clock_choice(self.params["clock"], [self.account])
+        except NoBusinessCalendar:
+            raise ValidationError(
+                {
+                    "clock": [
+                        "This account has no business-hours calendar: clock=business needs one "
+                        "(ask an admin to add it). Allowed values: calendar."
+                    ]
+                }
+            ) from None
+        self.clock_name = self.clock_choice.name
+        self.clock = self.clock_choice.for_window(self.window, now=self.now)
         return self.params
 
     def csv_disposition(self):
@@ -350,7 +371,9 @@ class WindowedApi(AccountScopedApi):
     def respond(self, **fields):
         """The answer: the window and ``fields``, rendered by the output serializer."""
         with self.in_time_zone():
-            return Response(self.output_serializer_class({"window": self.window, **fields}).data)
+            return Response(
+                self.output_serializer_class({"window": self.window, "clock": self.clock_name, **fields}).data
+            )
 
     def stream_csv(self, rows, *, resume, leave_out=(), **fields):
         """The CSV of the answer (the window, ``fields``), a line per row of ``rows``, streamed.
@@ -366,7 +389,13 @@ class WindowedApi(AccountScopedApi):
         from, ``resume(row)`` of the last row written. ``leave_out`` names the
         answer's fields the CSV has no column for.
         """
-        answer = {"window": self.window, **fields, **dict.fromkeys(leave_out), self.csv_rows_key: []}
+        answer = {
+            "window": self.window,
+            "clock": self.clock_name,
+            **fields,
+            **dict.fromkeys(leave_out),
+            self.csv_rows_key: [],
+        }
         left_out = {self.csv_rows_key, *leave_out}
         row_serializer = self.csv_row_serializer
         limited = ExportLimit(

@@ -75,18 +75,23 @@ class Cursor:
         return cls(ordering=ordering, value=value, handoff_id=handoff_id, now=now)
 
     @classmethod
-    def after(cls, row, *, ordering, now):
-        """The cursor just past ``row`` (a dict with id, claimed_at, first_action_at)."""
+    def after(cls, row, *, ordering, now, clock=CALENDAR):
+        """The cursor just past ``row`` (a dict with id, claimed_at, first_action_at), on ``clock``."""
         if ordering.endswith("claimed_at"):
             value = row["claimed_at"]
         else:
-            value = CALENDAR.lag_us(row["claimed_at"], row["first_action_at"])
+            value = clock.lag_us(row["claimed_at"], row["first_action_at"])
         return cls(ordering=ordering, value=value, handoff_id=row["id"], now=now)
 
 
 def cursor_salt(view):
-    """The signing salt of ``view``'s cursors: its endpoint and its account (resolved before the query)."""
-    return f"flowpilot_analytics.cursor:{type(view).__name__}:{view.account.pk}"
+    """The signing salt of ``view``'s cursors: its endpoint, its account (resolved before the query), its clock.
+
+    A cursor of one clock is refused by the other: a lag position means nothing on another clock.
+    """
+    clock = getattr(view, "clock_name", CALENDAR.name)
+    suffix = "" if clock == CALENDAR.name else f":{clock}"
+    return f"flowpilot_analytics.cursor:{type(view).__name__}:{view.account.pk}{suffix}"
 
 
 class CursorField(serializers.CharField):
@@ -148,26 +153,27 @@ class HandoffKeysetPagination(BasePagination):
         """``queryset`` from the cursor of ``params`` on (the validated query), in its ordering: every row."""
         cursor = params.get("cursor")
         if cursor is not None:
-            queryset = queryset.filter(after_cursor(cursor))
+            queryset = queryset.filter(after_cursor(cursor, clock=self.clock))
         return queryset.order_by(*order_by(params["ordering"]))
 
     def start(self, request, view):
         params = view.params
         self.request, self.ordering, self.salt = request, params["ordering"], cursor_salt(view)
+        self.clock = getattr(view, "clock", CALENDAR)
         cursor = params.get("cursor")
         self.now = cursor.now if cursor is not None else view.now
         return params
 
     def cursor_after(self, row):
         """The signed cursor of the position just past ``row`` (a row of ``handoff_rows``)."""
-        return Cursor.after(row, ordering=self.ordering, now=self.now).encode(salt=self.salt)
+        return Cursor.after(row, ordering=self.ordering, now=self.now, clock=self.clock).encode(salt=self.salt)
 
     def paginate_queryset(self, queryset, request, view=None):
         """The page's rows (:func:`~flowpilot_analytics.selectors.handoff_rows`), one query."""
         params = self.start(request, view)
         self.page_size = params["page_size"]
         # One row more than a page tells whether another page follows.
-        rows = list(handoff_rows(self.ordered(queryset, params)[: self.page_size + 1]))
+        rows = list(handoff_rows(self.ordered(queryset, params)[: self.page_size + 1], clock=self.clock))
         self.next_cursor = None
         if len(rows) > self.page_size:
             rows = rows[: self.page_size]
@@ -182,7 +188,7 @@ class HandoffKeysetPagination(BasePagination):
         bound to the account); :meth:`cursor_after` gives where to resume after one.
         """
         params = self.start(request, view)
-        return handoff_rows(self.ordered(queryset, params), chunk_size=EXPORT_CHUNK_SIZE)
+        return handoff_rows(self.ordered(queryset, params), clock=self.clock, chunk_size=EXPORT_CHUNK_SIZE)
 
     def get_page(self, rows):
         """The page's fields of the answer: the next page's link and cursor (``None`` on the last), the rows."""
@@ -202,8 +208,11 @@ def order_by(ordering):
     return [primary, "-id" if descending else "id"]
 
 
-def after_cursor(cursor):
-    """The rows strictly after ``cursor`` in its ordering (a ``Q`` on a queryset annotated ``lag``)."""
+def after_cursor(cursor, *, clock=CALENDAR):
+    """The rows strictly after ``cursor`` in its ordering (a ``Q`` on a queryset annotated ``lag``).
+
+    ``lag`` is an interval on the calendar clock, whole microseconds on the business clock.
+    """
     descending = cursor.ordering.startswith("-")
     beyond, id_beyond = ("lt", "lt") if descending else ("gt", "gt")
     if cursor.ordering.endswith("claimed_at"):
@@ -213,7 +222,7 @@ def after_cursor(cursor):
     if cursor.value is None:
         # Past the last row with an action: only rows without one remain, by id.
         return Q(lag__isnull=True, **{f"id__{id_beyond}": cursor.handoff_id})
-    lag = timedelta(microseconds=cursor.value)
+    lag = timedelta(microseconds=cursor.value) if clock.name == CALENDAR.name else cursor.value
     return (
         Q(**{f"lag__{beyond}": lag})
         | Q(lag=lag, **{f"id__{id_beyond}": cursor.handoff_id})

@@ -5,6 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
+from ..clocks import CALENDAR_CLOCK, CLOCKS
 from ..constants import METRIC_DEFINITION
 from ..figures import COMPARED, CONTRACT, COUNT, COVERAGE, DISTRIBUTION, RESPONSE_ORDER, SPREAD, in_sections
 from ..selectors import DELETED_CLAIMER, DELETED_CLAIMER_NAME
@@ -103,6 +104,12 @@ class WindowQuerySerializer(SingleValueQuerySerializer):
     end = InstantField(required=False, help_text="Exclusive; a date is local midnight in time_zone.")
     time_zone = serializers.CharField(
         required=False, default="UTC", help_text="IANA name; where days and weeks start."
+    )
+    clock = serializers.ChoiceField(
+        choices=CLOCKS,
+        default=CALENDAR_CLOCK,
+        help_text="calendar: elapsed seconds (the contract's lag); business: only the seconds inside the "
+        "account's business hours (the account needs a business-hours calendar).",
     )
     # DRF's URL_FORMAT_OVERRIDE, read by content negotiation; declared so it is documented and given once.
     format = FormatField(
@@ -266,13 +273,17 @@ class EnvelopeSerializer(WindowSerializer):
         source="window.period_name",
         help_text="The period asked for, or custom for start/end.",
     )
+    clock = serializers.ChoiceField(
+        choices=CLOCKS,
+        help_text="The clock of every lag figure: calendar (elapsed seconds) or business (business hours only).",
+    )
     metric_definition = ConstantField(METRIC_DEFINITION)
     # The answer's own fields that come after the definition.
     after_definition = ()
 
     def get_fields(self):
         fields = super().get_fields()
-        head = {name: fields.pop(name) for name in ("period", *WindowSerializer._declared_fields)}
+        head = {name: fields.pop(name) for name in ("period", *WindowSerializer._declared_fields, "clock")}
         tail = {name: fields.pop(name) for name in ("metric_definition", *self.after_definition)}
         return head | fields | tail
 

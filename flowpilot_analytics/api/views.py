@@ -44,12 +44,16 @@ class EscalationMetricsApi(WindowedApi):
         params = self.query(request)
         target = params.get("target_seconds")
         metrics = escalation_metrics(
-            account=self.account, window=self.window, now=self.now, target_seconds=target
+            account=self.account, window=self.window, now=self.now, target_seconds=target, clock=self.clock_choice
         )
         if params.get("compare") != "previous":
             return self.respond(**metrics.figures.as_dict())
         previous = escalation_metrics(
-            account=self.account, window=self.window.previous(), now=self.now, target_seconds=target
+            account=self.account,
+            window=self.window.previous(),
+            now=self.now,
+            target_seconds=target,
+            clock=self.clock_choice,
         )
         change = figure_changes(metrics, previous)
         return self.respond(**metrics.figures.as_dict(), previous=previous, change=change)
@@ -75,7 +79,11 @@ class EscalationTrendApi(WindowedApi):
     def get(self, request):
         params = self.query(request)
         buckets = escalation_trend(
-            account=self.account, window=self.window, interval=params["interval"], now=self.now
+            account=self.account,
+            window=self.window,
+            interval=params["interval"],
+            now=self.now,
+            clock=self.clock_choice,
         )
         buckets = [
             dict(figures.as_dict(), range_start=start, range_end=end) for start, end, figures in buckets
@@ -104,7 +112,11 @@ class EscalationsByEngineerApi(ClaimerScopedApi):
     def get(self, request):
         params = self.query(request)
         rows = escalation_metrics_by_engineer(
-            account=self.account, window=self.window, now=self.now, claimed_by=self.claimer(request, params)
+            account=self.account,
+            window=self.window,
+            now=self.now,
+            claimed_by=self.claimer(request, params),
+            clock=self.clock_choice,
         )
         engineers = [
             dict(figures.as_dict(), engineer_id=key, engineer_name=name) for key, name, figures in rows
@@ -135,7 +147,8 @@ class EscalationHandoffsApi(ClaimerScopedApi):
     def get(self, request):
         params = self.query(request)
         handoffs = handoffs_of_claimer(
-            handoffs_with_lag(account=self.account, window=self.window), self.claimer(request, params)
+            handoffs_with_lag(account=self.account, window=self.window, clock=self.clock),
+            self.claimer(request, params),
         )
         if "has_action" in params:
             handoffs = handoffs.filter(first_action_at__isnull=not params["has_action"])

@@ -19,9 +19,31 @@ from flowpilot_analytics.signed_binding import create_sql, drop_sql, store_bindi
 TENANT_MODELS = {"ai_session": "AiSession", "ai_session_step": "AiSessionStep",
                  "session_handoff": "SessionHandoff"}
 MEMBERSHIP_TABLE = "flowpilot_analytics_membership"
-# The policies as migrations 0002, 0005 and 0006 left them (for going back).
+# The policies as migrations 0002, 0005, 0006 and 0008 left them (for going back).
 ACCOUNT_SETTING = "NULLIF(current_setting('flowpilot.account_id', true), '')::bigint"
 USER_SETTING = "NULLIF(current_setting('flowpilot.user_id', true), '')::bigint"
+
+
+# The business-hours tables of 0008: a calendar is its account's; intervals and closed dates
+# are their calendar's (the subquery on the calendar table is itself under its policy).
+CALENDAR_TABLE = "flowpilot_analytics_businesscalendar"
+
+
+def calendar_rules(account):
+    of_calendar = f"calendar_id IN (SELECT id FROM {CALENDAR_TABLE} WHERE account_id = {account})"
+    return {
+        CALENDAR_TABLE: f"account_id = {account}",
+        "flowpilot_analytics_businessinterval": of_calendar,
+        "flowpilot_analytics_closeddate": of_calendar,
+    }
+
+
+def replace_calendar_policies(schema_editor, account):
+    for table, rule in calendar_rules(account).items():
+        schema_editor.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
+        schema_editor.execute(
+            f"CREATE POLICY tenant_isolation ON {table} FOR ALL USING ({rule}) WITH CHECK ({rule})"
+        )
 
 
 def tenant_tables(apps):
@@ -52,6 +74,7 @@ def forwards(apps, schema_editor):
     for table in tenant_tables(apps):
         for statement in tenant_policy_sql(table):
             schema_editor.execute(statement)
+    replace_calendar_policies(schema_editor, BOUND_ACCOUNT)
     schema_editor.execute(f"DROP POLICY IF EXISTS account_memberships ON {MEMBERSHIP_TABLE}")
     schema_editor.execute(membership_policy(BOUND_ACCOUNT, BOUND_USER))
 
@@ -61,6 +84,7 @@ def backwards(apps, schema_editor):
         return
     schema_editor.execute(f"DROP POLICY IF EXISTS account_memberships ON {MEMBERSHIP_TABLE}")
     schema_editor.execute(membership_policy(ACCOUNT_SETTING, USER_SETTING))
+    replace_calendar_policies(schema_editor, ACCOUNT_SETTING)
     for table in tenant_tables(apps):
         # Back to 0002's tenant policy; 0006's owner mode (the same expression) is kept.
         schema_editor.execute(f"DROP POLICY IF EXISTS tenant_isolation ON {table}")
@@ -75,7 +99,7 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("flowpilot_analytics", "0007_membership_account_related_name"),
+        ("flowpilot_analytics", "0008_business_hours"),
     ]
 
     operations = [

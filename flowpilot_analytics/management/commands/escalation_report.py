@@ -5,6 +5,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from flowpilot_analytics.api.serializers import EscalationMetricsOutputSerializer
+from flowpilot_analytics.calendars import NoBusinessCalendar
+from flowpilot_analytics.clocks import CALENDAR_CLOCK, CLOCKS
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.cross_account import analytics_cross_account
 from flowpilot_analytics.field_map import account_label, account_order, field_map
@@ -24,6 +26,7 @@ def report_fields():
         "account",
         "account_id",
         "period",
+        "clock",
         *(figure.name for figure in in_sections(CONTRACT)),
         "metric_definition",
     ]
@@ -91,6 +94,13 @@ class Command(BaseCommand):
             help=f"The window ending now: {', '.join(PERIODS)} (default {DEFAULT_PERIOD}).",
         )
         parser.add_argument(
+            "--clock",
+            choices=CLOCKS,
+            default=CALENDAR_CLOCK,
+            help="calendar (elapsed seconds, the default) or business (only the seconds inside each "
+            "account's business hours; every account reported needs a business-hours calendar).",
+        )
+        parser.add_argument(
             "--format",
             dest="output_format",
             choices=FORMATS,
@@ -103,7 +113,7 @@ class Command(BaseCommand):
             help="Write the report to FILE (replaced whole, or left untouched on error) instead of stdout.",
         )
 
-    def handle(self, *args, accounts, period, output_format, output, verbosity, **options):
+    def handle(self, *args, accounts, period, clock, output_format, output, verbosity, **options):
         started = time.monotonic()
         if output is not None and not output.strip():
             raise CommandError("--output: give a file path.")
@@ -123,16 +133,23 @@ class Command(BaseCommand):
             )
             if show_progress:
                 self.stderr.write(f"Computing the {period} figures of {len(selected)} accounts...")
-            metrics = escalation_metrics_by_account(
-                accounts=[account.pk for account in selected], period=period, now=now
-            )
+            try:
+                metrics = escalation_metrics_by_account(
+                    accounts=[account.pk for account in selected], period=period, now=now, clock=clock
+                )
+            except NoBusinessCalendar as error:
+                labels = [account_label(account) for account in selected if account.pk in error.account_ids]
+                raise CommandError(
+                    f"--clock business: no business-hours calendar for {', '.join(map(str, labels))}; "
+                    "give --account for accounts that have one, or --clock calendar."
+                ) from None
         fields = report_fields()
         rows = []
         for account in selected:
             row = {"account": account_label(account), "account_id": account.pk}
             row.update(EscalationMetricsOutputSerializer(metrics[account.pk]).data)
             rows.append({name: row[name] for name in fields})
-        text = self.render(rows, output_format=output_format, period=period, now=now)
+        text = self.render(rows, output_format=output_format, period=period, now=now, clock=clock)
 
         if output is None:
             self.stdout.write(text, ending="")
@@ -145,7 +162,7 @@ class Command(BaseCommand):
             where = f" to {output}" if output is not None else ""
             self.stderr.write(f"Wrote {len(rows)} accounts{where} in {time.monotonic() - started:.1f} s.")
 
-    def render(self, rows, *, output_format, period, now):
+    def render(self, rows, *, output_format, period, now, clock=CALENDAR_CLOCK):
         if output_format == "json":
             return render_json(rows)
         if output_format == "csv":
@@ -157,4 +174,5 @@ class Command(BaseCommand):
             window_start=window_start,
             window_end=window_end,
             metric_definition=METRIC_DEFINITION,
+            clock=clock,
         )
