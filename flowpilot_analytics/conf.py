@@ -129,6 +129,12 @@ def _positive_int_or_none(value):
     return None
 
 
+def _boolean(value):
+    if not isinstance(value, bool):
+        return f"must be True or False, got {value!r}"
+    return None
+
+
 def _throttle_rate(value):
     if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
         return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour, day)'
@@ -348,6 +354,14 @@ SETTINGS = (
         "account); each `None` (not set). The app's own tables keep theirs (README, \"Security\").",
         "flowpilot_analytics.E021", _rls_settings,
         shown_default="each `None`",
+    ),
+    Setting(
+        "FIRST_ACTION_INDEX", False,
+        "PostgreSQL: read each claimed handoff's first action from a table kept exact by triggers "
+        "(`manage.py first_action_index install`, then `backfill`) instead of probing the steps; about "
+        "5x faster reads, a few µs more per step and claim written. Until installed and backfilled, reads "
+        "probe (check `W040` says why). docs/first-action-index.md.",
+        "flowpilot_analytics.E040", _boolean,
     ),
 )
 

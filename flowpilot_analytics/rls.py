@@ -38,7 +38,8 @@ STATEMENT_TIMEOUT = "statement_timeout"
 
 # Tables of the app's own models whose rows belong to one account (each has an ``account_id``);
 # those of them in use (not swapped for a host's models): account_tables().
-ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership")
+ACCOUNT_TABLES = ("ai_session", "ai_session_step", "session_handoff", "flowpilot_analytics_membership",
+                  "flowpilot_first_action_index")
 # The value of the cross-account settings (the app's, and the host's) in the cross-account mode.
 ON = "on"
 # The policy, on each of them, naming the roles that read (and write) every account
