@@ -21,7 +21,8 @@ Concurrent writers. Under READ COMMITTED a step and a claim of the same session
 committed side by side would each miss the other (the step's trigger does not
 see the uncommitted claim's row; the claim's probe does not see the uncommitted
 step). Every trigger therefore first takes a transaction-level advisory lock
-on each session it touches (sessions in ascending order within a statement),
+on the bucket of each session it touches (:data:`LOCK_BUCKETS`, in ascending
+order within a statement),
 then reads with a fresh snapshot (each statement of a PL/pgSQL function
 takes one under READ COMMITTED): whichever comes second waits for the first to
 commit and then sees its rows. Writers under REPEATABLE READ or SERIALIZABLE
@@ -49,8 +50,12 @@ from .field_map import all_handoffs, metric_tables
 TABLE = "flowpilot_first_action_index"
 STATE_TABLE = "flowpilot_first_action_index_state"
 PREFIX = "flowpilot_first_action"
-# The first key of the advisory locks (the second is the session id): "flowpilot" in a 32-bit integer.
+# The advisory locks serialising the writers of a session: (LOCK_CLASS, the session's bucket).
+# Buckets rather than one lock per session bound the locks a bulk write takes (PostgreSQL's
+# lock table holds max_locks_per_transaction x max_connections in all); two sessions of a
+# bucket only make their writers wait for each other's commit.
 LOCK_CLASS = 0x0F1A0001
+LOCK_BUCKETS = 512
 # How long a process trusts what it last read of the state (seconds).
 STATE_TTL = 5.0
 BACKFILL_BATCH = 5000
@@ -128,11 +133,16 @@ class Names:
                    handoff["claimed_by"])
 
 
+def _bucket(session):
+    """SQL: the lock bucket of a session id."""
+    return f"(hashint8({session}) & {LOCK_BUCKETS - 1})"
+
+
 def _lock_sessions(select_sessions):
-    """SQL taking the advisory lock of each session ``select_sessions`` yields, in ascending order."""
-    return (f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, hashint8(s)) "
-            f"FROM (SELECT DISTINCT s FROM ({select_sessions}) AS sessions (s) WHERE s IS NOT NULL "
-            f"ORDER BY s) AS ordered;")
+    """SQL taking the advisory lock of the bucket of each session ``select_sessions`` yields, in ascending order."""
+    return (f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, b) "
+            f"FROM (SELECT DISTINCT {_bucket('s')} AS b FROM ({select_sessions}) AS sessions (s) "
+            f"WHERE s IS NOT NULL ORDER BY 1) AS ordered;")
 
 
 def _probe(names, *, session, account, claimed_at):
@@ -507,8 +517,8 @@ def backfill(*, using="default", batch_size=BACKFILL_BATCH, progress=None, vacuu
                         break
                     sessions = sorted({session for _, session in rows if session is not None})
                     cursor.execute(
-                        f"SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, hashint8(s))) "
-                        "FROM (SELECT unnest(%s::bigint[]) AS s ORDER BY 1) AS ordered",
+                        f"SELECT count(pg_advisory_xact_lock({LOCK_CLASS}, b)) FROM (SELECT DISTINCT "
+                        f"{_bucket('s')} AS b FROM unnest(%s::bigint[]) AS s ORDER BY 1) AS ordered",
                         [sessions],
                     )
                     cursor.execute(
