@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .escalations import APP_SETTINGS, DEFAULT_URL, ROOT, _prepare_database, _setup_django
 from .timing import interleaved, seconds
-from .variants import PERIOD, agree, figures_of
+from .variants import PERIOD, agree, fail, figures_of
 
 START_MARK = "<!-- first-action-index -->"
 END_MARK = "<!-- /first-action-index -->"
@@ -123,6 +123,7 @@ class FirstActionBench:
     # -- reads ---------------------------------------------------------------------
 
     def measure_reads(self, label, account_ids, *, rounds):
+        from flowpilot_analytics import first_action_index as index
         from flowpilot_analytics.conf import app_settings
         from flowpilot_analytics.field_map import all_handoffs
         from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
@@ -146,11 +147,16 @@ class FirstActionBench:
             return all_handoffs().filter(
                 account_id__in=account_ids, claimed_at__gte=self.start, claimed_at__lte=end).count()
 
+        app_settings.FIRST_ACTION_INDEX = True
+        reads_the_index = index.handoffs_with_first_action().model._meta.db_table == index.TABLE
+        app_settings.FIRST_ACTION_INDEX = False
+        if not reads_the_index:
+            fail("the index is on but not ready: the faces would probe")
         log(f"\n{label}: {rounds} rounds")
         variants = {"probe (index off)": endpoint(False), "index on": endpoint(True), "floor": floor}
         timings, results = interleaved(variants, rounds=rounds)
         # The stored values must give the probe's figures, to the millisecond.
-        agree({"endpoint": results["probe (index off)"], "index on": results["index on"],
+        agree({"endpoint query": results["probe (index off)"], "index on": results["index on"],
                "floor": results["floor"]}, label)
         pairs = zip(timings["index on"].samples, timings["floor"].samples)
         ratio_floor = statistics.median(a / b for a, b in pairs)

@@ -184,12 +184,13 @@ def _probe_again(names, steps):
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
 
 
-def _function(name, body):
+def _function(name, body, declare=""):
     # SECURITY DEFINER: the writer of a step need not be able to write this table;
     # the owner's cross-account mode lets it through the table's own policy.
     return f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET {rls.CROSS_ACCOUNT_SETTING} = 'on' SET search_path = pg_catalog, public AS $fn$
+{('DECLARE ' + declare) if declare else ''}
 BEGIN
 {body}
 RETURN NULL;
@@ -197,8 +198,46 @@ END
 $fn$"""
 
 
+def _literal(sql):
+    return "'" + sql.replace("'", "''") + "'"
+
+
+def _one_step(names, prefix):
+    """PL/pgSQL: the variables of one step row, its session, instant (and account)."""
+    columns = [names.step_session, names.step_created_at, *([names.step_account] if names.step_account else [])]
+    return " ".join(f"{prefix}_{i} {q(names.step)}.{q(column)}%TYPE;" for i, column in enumerate(columns))
+
+
+def _single_apply(names, prefix):
+    """Static SQL: one new step (variables ``<prefix>_0..2``) lowers the first actions it comes first after."""
+    account = f" AND account_id = {prefix}_2" if names.step_account else ""
+    return (f"UPDATE {TABLE} SET first_action_at = {prefix}_1 WHERE session_id = {prefix}_0{account} "
+            f"AND claimed_at < {prefix}_1 AND (first_action_at IS NULL OR first_action_at > {prefix}_1);")
+
+
+def _single_probe_again(names, prefix):
+    """Static SQL: the handoffs whose first action was one step (variables ``<prefix>_0..2``) are probed again."""
+    account = f" AND i.account_id = {prefix}_2" if names.step_account else ""
+    probe = _probe(names, session="i.session_id", account="i.account_id", claimed_at="i.claimed_at")
+    return (f"UPDATE {TABLE} AS i SET first_action_at = {probe} WHERE i.session_id = {prefix}_0{account} "
+            f"AND i.first_action_at = {prefix}_1;")
+
+
+def _into(names, prefix, relation):
+    columns = _step_columns(names)
+    count = 3 if names.step_account else 2
+    return f"SELECT {columns} INTO {', '.join(f'{prefix}_{i}' for i in range(count))} FROM {relation};"
+
+
 def trigger_functions(names):
-    """``{function name: CREATE FUNCTION statement}`` for the tables of ``names``."""
+    """``{function name: CREATE FUNCTION statement}`` for the tables of ``names``.
+
+    A statement writing one step runs static SQL over its values (plans cached
+    once, index lookups); one writing several runs its SQL through EXECUTE,
+    planned for that statement's number of rows: a cached plan made for a bulk
+    insert (hash joins over the whole table) would be ruinous for single rows,
+    and the reverse for bulk.
+    """
     session = q(names.step_session)
     h = names
     claimed_probe = _probe(names, session=f"NEW.{q(h.handoff_session)}", account=f"NEW.{q(h.handoff_account)}",
@@ -206,22 +245,52 @@ def trigger_functions(names):
     step_columns = _step_columns(names)
     moved_from = f"(SELECT {step_columns} FROM old_steps EXCEPT SELECT {step_columns} FROM new_steps)"
     moved_to = f"(SELECT {step_columns} FROM new_steps EXCEPT SELECT {step_columns} FROM old_steps)"
+    changed = " OR ".join(f"o_{i} IS DISTINCT FROM n_{i}" for i in range(3 if names.step_account else 2))
     return {
-        f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", "\n".join([
-            _lock_sessions(f"SELECT {session} FROM new_steps"),
-            _apply_new_steps(names, "new_steps"),
-        ])),
-        f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", "\n".join([
-            # Only the steps whose instant, session or account changed (set difference both ways).
-            _lock_sessions(f"SELECT {session} FROM {moved_from} AS o "
-                           f"UNION ALL SELECT {session} FROM {moved_to} AS n"),
-            _probe_again(names, moved_from),
-            _apply_new_steps(names, moved_to),
-        ])),
-        f"{PREFIX}_step_delete": _function(f"{PREFIX}_step_delete", "\n".join([
-            _lock_sessions(f"SELECT {session} FROM old_steps"),
-            _probe_again(names, "old_steps"),
-        ])),
+        f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
+SELECT count(*) INTO rows_written FROM new_steps;
+IF rows_written = 1 THEN
+  {_into(names, 'n', 'new_steps')}
+  IF n_0 IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('n_0')});
+    {_single_apply(names, 'n')}
+  END IF;
+ELSIF rows_written > 1 THEN
+  {_lock_sessions(f"SELECT {session} FROM new_steps")}
+  EXECUTE {_literal(_apply_new_steps(names, "new_steps").strip().rstrip(";"))};
+END IF;""", declare=f"rows_written bigint; {_one_step(names, 'n')}"),
+        f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
+SELECT count(*) INTO rows_written FROM old_steps;
+IF rows_written = 1 THEN
+  {_into(names, 'o', 'old_steps')}
+  {_into(names, 'n', 'new_steps')}
+  IF NOT ({changed}) THEN
+    RETURN NULL;
+  END IF;
+  {_lock_sessions("SELECT o_0 UNION ALL SELECT n_0")}
+  {_single_probe_again(names, 'o')}
+  {_single_apply(names, 'n')}
+ELSIF rows_written > 1 THEN
+  -- Only the steps whose instant, session or account changed (set difference both ways).
+  IF NOT EXISTS {moved_from} AND NOT EXISTS {moved_to} THEN
+    RETURN NULL;
+  END IF;
+  {_lock_sessions(f"SELECT {session} FROM {moved_from} AS o UNION ALL SELECT {session} FROM {moved_to} AS n")}
+  EXECUTE {_literal(_probe_again(names, moved_from).strip().rstrip(";"))};
+  EXECUTE {_literal(_apply_new_steps(names, moved_to).strip().rstrip(";"))};
+END IF;""", declare=f"rows_written bigint; {_one_step(names, 'o')} {_one_step(names, 'n')}"),
+        f"{PREFIX}_step_delete": _function(f"{PREFIX}_step_delete", f"""
+SELECT count(*) INTO rows_written FROM old_steps;
+IF rows_written = 1 THEN
+  {_into(names, 'o', 'old_steps')}
+  IF o_0 IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('o_0')});
+    {_single_probe_again(names, 'o')}
+  END IF;
+ELSIF rows_written > 1 THEN
+  {_lock_sessions(f"SELECT {session} FROM old_steps")}
+  EXECUTE {_literal(_probe_again(names, "old_steps").strip().rstrip(";"))};
+END IF;""", declare=f"rows_written bigint; {_one_step(names, 'o')}"),
         f"{PREFIX}_step_truncate": _function(
             f"{PREFIX}_step_truncate", f"UPDATE {TABLE} SET first_action_at = NULL;"
         ),

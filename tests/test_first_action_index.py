@@ -196,6 +196,30 @@ def test_a_bulk_insert_of_steps_takes_the_earliest_after_each_claim(index_on, ac
     assert exact()
 
 
+@pytest.mark.django_db
+def test_statements_updating_and_deleting_many_steps(index_on, account, now):
+    from django.db.models import F
+
+    fields = field_map()
+    first = claimed_handoff(account, claimed_at=now - timedelta(hours=3))
+    second = claimed_handoff(account, claimed_at=now - timedelta(hours=2))
+    for handoff in (first, second):
+        for minutes in (170, 110, 30):
+            step(handoff.session, now - timedelta(minutes=minutes))
+    assert (stored(first), stored(second)) == (now - timedelta(minutes=170), now - timedelta(minutes=110))
+    steps = get_step_model()._default_manager.filter(
+        **{f"{fields.step_session}__in": [first.session, second.session]})
+    steps.update(**{fields.step_created_at: F(fields.step_created_at) - timedelta(minutes=15)})
+    assert (stored(first), stored(second)) == (now - timedelta(minutes=125), now - timedelta(minutes=45))
+    assert exact()
+    steps.update(**{fields.step_session: first.session})  # every step into the first session
+    assert (stored(first), stored(second)) == (now - timedelta(minutes=125), None)
+    assert exact()
+    get_step_model()._default_manager.filter(**{f"{fields.step_created_at}__lt": now - timedelta(minutes=100)}).delete()
+    assert stored(first) == now - timedelta(minutes=45)
+    assert exact()
+
+
 # --- Reads: the same figures, stored or probed --------------------------------------------
 
 
