@@ -15,8 +15,8 @@ Reuses (or builds) the data set of :mod:`bench.data` in BENCH_DATABASE_URL, then
 
 Prints the targets of issue #16 and writes its section of docs/benchmarks.md
 (between the ``first-action-index`` markers; the rest of the file is
-:mod:`bench.escalations`'). The data set is left as found (the index's rows stay,
-the triggers are removed at the end).
+:mod:`bench.escalations`'). The data set is left as found: the triggers are
+removed and the index emptied at the end.
 
     python -m bench.first_action [--quick] [--output PATH]
 
@@ -81,6 +81,7 @@ class FirstActionBench:
         from .data import ANCHOR, WINDOW_DAYS, ensure_dataset
 
         started = time.perf_counter()
+        self.load_before = os.getloadavg()
         call_command("migrate", verbosity=0, interactive=False)
         accounts, _ = ensure_dataset(log)
         self.start, self.end = ANCHOR - timedelta(days=WINDOW_DAYS), ANCHOR
@@ -294,7 +295,8 @@ class FirstActionBench:
             "",
             "Measured by `python -m bench.first_action` (the second part of `make bench`) on the data set above; "
             "docs/first-action-index.md explains the design. Medians of interleaved rounds; "
-            f"{'a quick run (few rounds). ' if self.quick else ''}Total {total:.0f} s.",
+            f"{'a quick run (few rounds). ' if self.quick else ''}Total {total:.0f} s; load average "
+            f"{self.load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores: compare ratios).",
             "",
             "### Targets",
             "",

@@ -358,9 +358,9 @@ SETTINGS = (
     Setting(
         "FIRST_ACTION_INDEX", False,
         "PostgreSQL: read each claimed handoff's first action from a table kept exact by triggers "
-        "(`manage.py first_action_index install`, then `backfill`) instead of probing the steps; about "
-        "5x faster reads, a few µs more per step and claim written. Until installed and backfilled, reads "
-        "probe (check `W040` says why). docs/first-action-index.md.",
+        "(`manage.py first_action_index install`, then `backfill`) instead of probing the steps: faster "
+        "reads of large accounts, a trigger's cost on every step and claim written (docs/benchmarks.md). "
+        "Until installed and backfilled, reads probe (check `W040` says why). docs/first-action-index.md.",
         "flowpilot_analytics.E040", _boolean,
     ),
 )
