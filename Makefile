@@ -103,6 +103,7 @@ loadtest-throttle: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.escalations $(BENCH_ARGS)
+	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" $(BIN)/python -m bench.first_action $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .hypothesis build dist *.egg-info

@@ -291,3 +291,31 @@ def check_metric_indexes(app_configs=None, databases=None, **kwargs):
                 id="flowpilot_analytics.W007",
             ))
     return warnings
+
+
+@register(Tags.database)
+def check_first_action_index(app_configs=None, databases=None, **kwargs):
+    """Warns when the first-action index is on but reads still probe (not PostgreSQL, not installed, not backfilled)."""
+    from django.db import router
+
+    from . import first_action_index
+    from .models import FirstActionIndex
+
+    if not databases or not first_action_index.is_on() or not models_in_use_are_configured():
+        return []
+    alias = router.db_for_read(FirstActionIndex) or "default"
+    if alias not in databases or alias not in connections.settings:
+        return []
+    try:
+        state = first_action_index.read_state(connections[alias])
+    except DatabaseError as exc:
+        return [Warning(f"Could not read the state of the first-action index on database {alias!r}: {exc}",
+                        id="flowpilot_analytics.W040")]
+    if state.ready:
+        return []
+    return [Warning(
+        f"FLOWPILOT_ANALYTICS[\"FIRST_ACTION_INDEX\"] is on but reads probe the steps on database {alias!r}: "
+        f"{state.reason}.",
+        hint="docs/first-action-index.md: `manage.py first_action_index install`, then `backfill`.",
+        id="flowpilot_analytics.W040",
+    )]

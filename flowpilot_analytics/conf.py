@@ -129,6 +129,12 @@ def _positive_int_or_none(value):
     return None
 
 
+def _boolean(value):
+    if not isinstance(value, bool):
+        return f"must be True or False, got {value!r}"
+    return None
+
+
 def _throttle_rate(value):
     if value is not None and not (isinstance(value, str) and THROTTLE_RATE_FORMAT.fullmatch(value)):
         return 'must be None or a rate such as "120/minute" (a positive count per second, minute, hour, day)'
@@ -366,6 +372,14 @@ SETTINGS = (
         "a key derived from `SECRET_KEY`. After changing either, run `manage.py store_binding_key` as the "
         "tables' owner (docs/security.md, \"Rotating the key\").",
         "flowpilot_analytics.E060", _binding_key, secret=True,
+    ),
+    Setting(
+        "FIRST_ACTION_INDEX", False,
+        "PostgreSQL: read each claimed handoff's first action from a table kept exact by triggers "
+        "(`manage.py first_action_index install`, then `backfill`) instead of probing the steps: faster "
+        "reads of large accounts, a trigger's cost on every step and claim written (docs/benchmarks.md). "
+        "Until installed and backfilled, reads probe (check `W040` says why). docs/first-action-index.md.",
+        "flowpilot_analytics.E040", _boolean,
     ),
 )
 

@@ -117,9 +117,13 @@ def _model_tables(app_config):
     }
 
 
+# The first-action index's tables: written only by its triggers (as their owner) and its command.
+TRIGGER_WRITTEN_TABLES = ("flowpilot_first_action_index", "flowpilot_first_action_index_state")
+
+
 def app_tables():
     """The tables the app reads and writes: its own models' (RLS-bound where they hold account rows)."""
-    return sorted(_model_tables(apps.get_app_config("flowpilot_analytics")))
+    return sorted(_model_tables(apps.get_app_config("flowpilot_analytics")) - set(TRIGGER_WRITTEN_TABLES))
 
 
 def host_metric_tables():
@@ -131,8 +135,8 @@ def host_metric_tables():
 
 
 def app_read_tables():
-    """Tables of the host the app only reads: the user table (claimers' names), the host's metric tables."""
-    return sorted({get_user_model()._meta.db_table, *host_metric_tables()})
+    """Tables the app only reads: the user table (claimers' names), the host's metric tables, the first-action index's."""
+    return sorted({get_user_model()._meta.db_table, *host_metric_tables(), *TRIGGER_WRITTEN_TABLES})
 
 
 def tables_of_apps(labels):

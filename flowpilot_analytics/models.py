@@ -284,6 +284,57 @@ class ClosedDate(models.Model):
         return f"Closed on {self.date:%Y-%m-%d}"
 
 
+class FirstActionIndex(models.Model):
+    """One claimed handoff and its first action, kept exact by triggers: the opt-in accelerator.
+
+    ``FLOWPILOT_ANALYTICS["FIRST_ACTION_INDEX"]`` (PostgreSQL): a row per claimed
+    handoff of the handoff model in use (the app's or a host's; no column is added
+    to the host's tables), under the metric's own names, so that the figures read
+    ``first_action_at`` from here instead of probing the steps
+    (:mod:`flowpilot_analytics.first_action_index`). Plain columns, no foreign
+    keys: the rows mirror tables the app may not own, and the triggers keep them.
+    """
+
+    # The handoff's id (the column is handoff_id); named ``id`` like the alias the queries use.
+    id = models.BigIntegerField(primary_key=True, db_column="handoff_id")
+    account_id = models.BigIntegerField()
+    session_id = models.BigIntegerField()
+    claimed_at = models.DateTimeField()
+    claimed_by_id = models.BigIntegerField(null=True)
+    first_action_at = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = "flowpilot_first_action_index"
+        indexes = [
+            # The window scans: index-only, the figures' columns carried along.
+            models.Index(
+                fields=["account_id", "claimed_at"],
+                include=["first_action_at", "claimed_by_id"],
+                name="first_action_window",
+            ),
+            # The triggers: the claimed handoffs of a session a step was written in.
+            models.Index(fields=["session_id", "claimed_at"], name="first_action_session"),
+        ]
+
+    def __str__(self):
+        return f"First action of handoff {self.pk}"
+
+
+class FirstActionIndexState(models.Model):
+    """Where the first-action index stands (one row): the tables its triggers are on, and its backfill."""
+
+    # The tables and columns the triggers were generated for (first_action_index.signature()).
+    installed_for = models.TextField(blank=True, default="")
+    installed_at = models.DateTimeField(null=True)
+    backfilled_at = models.DateTimeField(null=True)
+
+    class Meta:
+        db_table = "flowpilot_first_action_index_state"
+
+    def __str__(self):
+        return "First-action index state"
+
+
 def get_account_model():
     """The account model in use: ``FLOWPILOT_ANALYTICS_ACCOUNT_MODEL``, else :class:`Account`."""
     return apps.get_model(model_label(ACCOUNT_MODEL), require_ready=False)

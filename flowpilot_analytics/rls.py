@@ -52,6 +52,7 @@ ACCOUNT_TABLES = (
     "flowpilot_analytics_businesscalendar",
     "flowpilot_analytics_businessinterval",
     "flowpilot_analytics_closeddate",
+    "flowpilot_first_action_index",
 )
 # The value of the cross-account settings (the app's, and the host's) in the cross-account mode.
 ON = "on"

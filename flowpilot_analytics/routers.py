@@ -45,8 +45,10 @@ def analytics_db_alias():
 
 
 def replicated_models():
-    """The activity models in use (sessions, steps, handoffs): the rows the metric scans."""
-    return (get_session_model(), get_step_model(), get_handoff_model())
+    """The activity models in use (sessions, steps, handoffs) and the first-action index: the rows the metric scans."""
+    from .models import FirstActionIndex, FirstActionIndexState
+
+    return (get_session_model(), get_step_model(), get_handoff_model(), FirstActionIndex, FirstActionIndexState)
 
 
 def cross_account_models(model):

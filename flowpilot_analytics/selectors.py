@@ -9,7 +9,8 @@ they cannot disagree. The rules (docs/metric.md, "Definition"):
   :mod:`flowpilot_analytics.windows`); unclaimed handoffs never are;
 * its first action is the earliest step of the same session (and the same
   account) created strictly after ``claimed_at``, found by one correlated
-  subquery per handoff;
+  subquery per handoff (or read from the first-action index, kept equal to it:
+  :mod:`flowpilot_analytics.first_action_index`);
 * the lag is floored at zero and the statistics are taken over the handoffs
   that have an action.
 
@@ -35,7 +36,8 @@ from .aggregation import Grouping, aggregate
 from .calendars import clock_choice
 from .clocks import CALENDAR, CALENDAR_CLOCK
 from .constants import METRIC_DEFINITION
-from .field_map import all_handoffs, field_map
+from .field_map import field_map
+from .first_action_index import handoffs_with_first_action
 from .figures import BY_NAME, Context, Figures, Lags, summarize
 from .models import get_account_model, get_step_model
 from .stats import to_seconds
@@ -92,9 +94,9 @@ def claimed_handoffs(*, window):
     # claimed_at in a range implies claimed_at IS NOT NULL, so PostgreSQL can
     # use the partial index on claimed rows.
     end_lookup = "claimed_at__lte" if window.closed else "claimed_at__lt"
-    return all_handoffs().filter(claimed_at__gte=window.start, **{end_lookup: window.end}).annotate(
-        first_action_at=first_action_subquery()
-    )
+    # The one place first_action_at comes from: probed (the definition), or
+    # stored by the first-action index when it is on and ready.
+    return handoffs_with_first_action().filter(claimed_at__gte=window.start, **{end_lookup: window.end})
 
 
 def claimed_handoffs_with_first_action(*, accounts, start, end, end_inclusive=True):

@@ -151,6 +151,9 @@ def test_the_role_gets_the_apps_tables_and_reads_the_user_table_nothing_else(fre
         "flowpilot_analytics_businessinterval": row_access,
         "flowpilot_analytics_closeddate": row_access,
         "auth_user": "SELECT",
+        # Written by its triggers (as their owner) only.
+        "flowpilot_first_action_index": "SELECT",
+        "flowpilot_first_action_index_state": "SELECT",
     }
     with connection.cursor() as cursor:
         cursor.execute(

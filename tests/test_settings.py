@@ -53,6 +53,7 @@ def test_a_host_that_sets_nothing_gets_every_default(bare_host):
         "ACCESS_POLICY": membership_roles,
         "RLS": {"account_setting": None, "user_setting": None, "cross_account_setting": None},
         "BINDING_KEY": None,
+        "FIRST_ACTION_INDEX": False,
     }
     assert app_messages() == []
 
@@ -179,6 +180,8 @@ def test_the_apps_authentication_classes_replace_the_hosts(settings, api_client,
         ("ACCESS_POLICY", "flowpilot_analytics.conf.SETTING_NAME", "E020"),
         ("ACCESS_POLICY", None, "E020"),
         ("RLS", None, "E021"),
+        ("FIRST_ACTION_INDEX", "yes", "E040"),
+        ("FIRST_ACTION_INDEX", 1, "E040"),
         ("RLS", {"account": "app.current_org"}, "E021"),
         ("RLS", {"account_setting": "current_org"}, "E021"),
         ("RLS", {"account_setting": "app.current org"}, "E021"),

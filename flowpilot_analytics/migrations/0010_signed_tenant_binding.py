@@ -19,7 +19,7 @@ from flowpilot_analytics.signed_binding import create_sql, drop_sql, store_bindi
 TENANT_MODELS = {"ai_session": "AiSession", "ai_session_step": "AiSessionStep",
                  "session_handoff": "SessionHandoff"}
 MEMBERSHIP_TABLE = "flowpilot_analytics_membership"
-# The policies as migrations 0002, 0005, 0006 and 0008 left them (for going back).
+# The policies as migrations 0002, 0005, 0006, 0008 and 0009 left them (for going back).
 ACCOUNT_SETTING = "NULLIF(current_setting('flowpilot.account_id', true), '')::bigint"
 USER_SETTING = "NULLIF(current_setting('flowpilot.user_id', true), '')::bigint"
 
@@ -46,10 +46,14 @@ def replace_calendar_policies(schema_editor, account):
         )
 
 
+# The first-action index of 0009 (always the app's own, whatever the models in use).
+FIRST_ACTION_TABLE = "flowpilot_first_action_index"
+
+
 def tenant_tables(apps):
-    """The app's tenant tables in this project: none of a model the host swapped."""
+    """The app's tenant tables in this project (none of a model the host swapped), with an ``account_id``."""
     return [table for table, model in TENANT_MODELS.items()
-            if not apps.get_model("flowpilot_analytics", model)._meta.swapped]
+            if not apps.get_model("flowpilot_analytics", model)._meta.swapped] + [FIRST_ACTION_TABLE]
 
 
 def membership_policy(account, user):
@@ -99,7 +103,7 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("flowpilot_analytics", "0008_business_hours"),
+        ("flowpilot_analytics", "0009_first_action_index"),
     ]
 
     operations = [
