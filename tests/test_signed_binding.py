@@ -325,3 +325,47 @@ def test_rotating_the_key_fails_closed_until_it_is_stored_then_the_old_one_is_pr
     assert figures_as_app_role() == (403, None)
     [error] = check_binding_key(None, databases=["default"])
     assert error.id == "flowpilot_analytics.E061"
+
+
+def visible_in_later_tables():
+    """The account ids each later app table (business hours 0008, first-action index 0009) shows."""
+    from flowpilot_analytics.models import BusinessCalendar, BusinessInterval, ClosedDate, FirstActionIndex
+
+    return {
+        "calendars": set(BusinessCalendar.objects.values_list("account_id", flat=True)),
+        "intervals": set(BusinessInterval.objects.values_list("calendar__account_id", flat=True)),
+        "closed dates": set(ClosedDate.objects.values_list("calendar__account_id", flat=True)),
+        "first actions": set(FirstActionIndex.objects.values_list("account_id", flat=True)),
+    }
+
+
+@postgres_only
+@pytest.mark.core
+def test_a_forged_binding_shows_no_calendar_and_no_first_action_of_another_account(two_tenants, become_app_role):
+    import datetime
+
+    from django.utils import timezone
+
+    from flowpilot_analytics.models import BusinessCalendar, BusinessInterval, ClosedDate, FirstActionIndex
+
+    account, other_account = two_tenants
+    for number, tenant in enumerate(two_tenants, start=1):
+        calendar = BusinessCalendar.objects.create(account_id=tenant.pk, time_zone="Europe/Paris")
+        BusinessInterval.objects.create(
+            calendar=calendar, weekday=0, opens=datetime.time(9), closes=datetime.time(18)
+        )
+        ClosedDate.objects.create(calendar=calendar, date=datetime.date(2026, 12, 25))
+        FirstActionIndex.objects.create(
+            id=10_000_000 + number, account_id=tenant.pk, session_id=number, claimed_at=timezone.now()
+        )
+    both = {account.pk, other_account.pk}
+    assert visible_in_later_tables() == dict.fromkeys(visible_in_later_tables(), both)  # as the owner
+    become_app_role()
+    with rls.tenant_transaction():
+        rls.bind_account(account)
+        assert visible_in_later_tables() == dict.fromkeys(visible_in_later_tables(), {account.pk})
+        own_token = current_binding()
+        forge(account_id=other_account.pk)
+        assert visible_in_later_tables() == dict.fromkeys(visible_in_later_tables(), set())
+        forge(account_id=other_account.pk, token=own_token)
+        assert visible_in_later_tables() == dict.fromkeys(visible_in_later_tables(), set())
