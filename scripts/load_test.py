@@ -85,7 +85,7 @@ def start_server():
         **os.environ,
         "DATABASE_URL": app_url(),
         "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "load-test-only-not-a-secret-" + "x" * 32,
+        "DJANGO_SECRET_KEY": serving.SECRET_KEY,
         "DJANGO_ALLOWED_HOSTS": HOST,
         "DJANGO_CONN_MAX_AGE": "60",
         # The throttle would answer 429 to a handful of users hammering: lifted

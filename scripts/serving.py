@@ -29,8 +29,13 @@ def app_url(owner_url, app_role):
     return urlunsplit((parts.scheme, f"{app_role}@{parts.hostname}:{parts.port or 5432}", parts.path, "", ""))
 
 
+# The served processes' secret, and the one `migrate` / `grant_app_role` derive the Row-Level Security
+# binding's key from: they must agree, or the served app role sees no row (docs/security.md).
+SECRET_KEY = "loopback-measurement-only-not-a-secret-" + "x" * 32
+
+
 def manage(*args, database_url):
-    env = {**os.environ, "DATABASE_URL": database_url}
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SECRET_KEY": SECRET_KEY}
     command = [sys.executable, "manage.py", *args]
     subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
@@ -59,7 +64,7 @@ def start_gunicorn(
         **os.environ,
         "DATABASE_URL": database_url,
         "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "loopback-measurement-only-not-a-secret-" + "x" * 32,
+        "DJANGO_SECRET_KEY": SECRET_KEY,
         "DJANGO_ALLOWED_HOSTS": HOST,
         # The measurements send more than a user would: the throttle has its own tests.
         "DJANGO_ANALYTICS_THROTTLE_RATE": "100000000/minute",

@@ -70,7 +70,7 @@ def serve(cache_url, access_log):
     env.update({
         "DATABASE_URL": load_test.app_url(),
         "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": "load-test-only-not-a-secret-" + "x" * 32,
+        "DJANGO_SECRET_KEY": load_test.serving.SECRET_KEY,
         "DJANGO_ALLOWED_HOSTS": load_test.HOST,
         "DJANGO_CONN_MAX_AGE": "60",
         "DJANGO_ANALYTICS_THROTTLE_RATE": RATE,

@@ -18,11 +18,13 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import close_old_connections, connection, connections
+from django.db import close_old_connections, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
+from flowpilot_analytics import rls
 from flowpilot_analytics.api import views
+from flowpilot_analytics.db_roles import DEFAULT_APP_ROLE
 from flowpilot_analytics.models import Membership
 from flowpilot_analytics.selectors import escalation_metrics
 from tests.builders import claimed_handoff, figures
@@ -109,6 +111,24 @@ def test_the_analytics_reads_are_served_by_the_standby_with_the_primarys_figures
     assert [query for query in replica.captured_queries if "session_handoff" in query["sql"]]
     assert not [query for query in primary.captured_queries if "session_handoff" in query["sql"]]
     assert on(STANDBY, "SELECT pg_is_in_recovery(), inet_server_port()") == (True, standby)
+
+
+def test_the_signed_binding_is_checked_on_the_standby_as_the_app_role(standby, account, other_account):
+    """The key table replicates and the policies' functions only read: the standby verifies bindings."""
+    build(account, timezone.now())
+    build(other_account, timezone.now())
+    [expected] = on("default", "SELECT count(*) FROM session_handoff WHERE account_id = %s", [account.pk])
+    wait_for_replay()
+    with transaction.atomic(using=STANDBY):
+        with connections[STANDBY].cursor() as cursor:
+            cursor.execute(f"SET LOCAL ROLE {DEFAULT_APP_ROLE}")
+        rls.bind([STANDBY], {rls.ACCOUNT_SETTING: account.pk})  # signed with the standby backend's pid
+        assert on(STANDBY, "SELECT flowpilot_analytics_bound_account(), count(*), count(DISTINCT account_id) "
+                           "FROM session_handoff") == (account.pk, expected, 1)
+        # Forged: the other account's id without the signature shows nothing.
+        on(STANDBY, "SELECT set_config('flowpilot.account_id', %s, true)", [str(other_account.pk)])
+        assert on(STANDBY, "SELECT flowpilot_analytics_bound_account(), count(*) FROM session_handoff") == (None, 0)
+        transaction.set_rollback(True, using=STANDBY)
 
 
 def test_a_recovery_conflict_is_a_503_with_retry_after_and_the_next_request_recovers(
