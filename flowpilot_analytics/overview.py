@@ -16,6 +16,9 @@ shown as such, never hidden.
 from dataclasses import dataclass
 from datetime import datetime
 
+import logging
+
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .calendars import ClockChoice, business_schedules
@@ -25,6 +28,8 @@ from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
 from .models import get_account_model
 from .selectors import EscalationMetrics, escalation_figures_by_day, escalation_metrics_by_account
 from .windows import PERIODS
+
+logger = logging.getLogger(__name__)
 
 ATTENTION_PERIOD = "30d"
 CHART_DAYS = 30
@@ -71,6 +76,24 @@ class EscalationSummary:
         return self.total_accounts - len(self.accounts)
 
 
+def business_schedules_if_readable(account_ids):
+    """The accounts' business-hours calendars, or none when the connection may not read them.
+
+    A host's own cross-account role (``CROSS_ACCOUNT_DB_ALIAS``) may have been granted
+    its tables and not the app's calendar tables: the widget then shows the calendar
+    clock only, and says why in the log, rather than fail.
+    """
+    from .models import BusinessCalendar
+
+    try:
+        with transaction.atomic(using=BusinessCalendar.objects.db):
+            return business_schedules(account_ids)
+    except DatabaseError as error:
+        logger.warning("The summary widget cannot read the business-hours calendars, so shows no "
+                       "business figures (grant SELECT on the app's calendar tables): %s", error)
+        return {}
+
+
 def attention_key(summary):
     """Sort key putting the accounts that most need attention first (see the module docstring)."""
     metrics = summary.for_period(ATTENTION_PERIOD)
@@ -98,7 +121,7 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
         period: escalation_metrics_by_account(accounts=account_ids, period=period, now=now)
         for period in PERIODS
     }
-    schedules = business_schedules(account_ids)
+    schedules = business_schedules_if_readable(account_ids)
     business = {}
     if schedules:
         choice = ClockChoice(BUSINESS_CLOCK, schedules)

@@ -101,11 +101,12 @@ def test_constant_number_of_queries_whatever_the_number_of_accounts(now, django_
             claimed_handoff(MODELS.account(), claimed_at=now - DAY, lag=3)
 
     add_accounts(2)
-    # One lists the accounts, one per period (3), one for the daily series, one finds no calendar.
-    with django_assert_num_queries(6):
+    # One lists the accounts, one per period (3), one for the daily series, one finds no calendar
+    # (in a savepoint of its own: SAVEPOINT, RELEASE).
+    with django_assert_num_queries(8):
         escalation_summary(now=now)
     add_accounts(10)
-    with django_assert_num_queries(6):
+    with django_assert_num_queries(8):
         summary = escalation_summary(now=now)
     assert len(summary.accounts) == 12
 
@@ -124,7 +125,7 @@ def test_accounts_with_a_business_calendar_get_business_figures(now, django_asse
         account=accounts[1], time_zone="UTC", intervals=[(weekday, time(0), time(0)) for weekday in range(7)]
     )
     # As above, and with calendars: their intervals, closed dates, and one statement per period for them.
-    with django_assert_num_queries(6 + 2 + 3):
+    with django_assert_num_queries(8 + 2 + 3):
         summary = escalation_summary(now=now)
     rows = {row.account.pk: row for row in summary.accounts}
     never, always, without = (rows[account.pk] for account in accounts)
@@ -181,3 +182,21 @@ def test_api_and_cross_account_paths_agree_to_the_millisecond(accounts):
             assert from_api == expected
             assert by_account[account.pk] == summary[account.pk].for_period(period)
             assert by_account[account.pk] == escalation_metrics(account=account, period=period, now=now)
+
+
+def test_calendars_the_connection_may_not_read_leave_the_calendar_clock_only(now, monkeypatch, caplog):
+    """A host's cross-account role granted its own tables but not the app's calendars (seen in CI's host smoke)."""
+    from django.db import ProgrammingError
+
+    from flowpilot_analytics import overview
+
+    account = MODELS.account()
+    claimed_handoff(account, claimed_at=now - DAY, lag=3)
+
+    def refused(account_ids):
+        raise ProgrammingError("permission denied for table flowpilot_analytics_businesscalendar")
+
+    monkeypatch.setattr(overview, "business_schedules", refused)
+    [row] = escalation_summary(now=now).accounts
+    assert row.business_figures is None and row.for_period("7d").median_seconds_to_first_action == 3.0
+    assert "cannot read the business-hours calendars" in caplog.text
