@@ -158,6 +158,33 @@ def _probe_again(names, steps):
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
 
 
+def _lock_two(first, second):
+    """PL/pgSQL taking the advisory locks of two sessions' buckets (either may be NULL), lower bucket first.
+
+    Plain expressions (no FROM, no sort): PL/pgSQL evaluates them without starting an executor.
+    """
+    low = f"least({_bucket(first)}, {_bucket(second)})"
+    high = f"greatest({_bucket(first)}, {_bucket(second)})"
+    return (f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {low}); "
+            f"IF {low} <> {high} THEN PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {high}); END IF;")
+
+
+def _count_into_lock(names, prefix, relation):
+    """PL/pgSQL, one statement: the number of rows of ``relation`` into ``rows_written``, the first row's
+    values into ``<prefix>_0..2`` and, when it is the only row, its session's lock taken.
+
+    One statement instead of three (count, values, lock): each costs an executor start. The
+    window count is read before the first row comes out, so the lock (in a lazy CASE) is taken
+    only for a single row; the statements that follow take their snapshot after it.
+    """
+    columns = [names.step_session, names.step_created_at, *([names.step_account] if names.step_account else [])]
+    values = ", ".join(f"r.{q(column)}" for column in columns)
+    targets = ", ".join(f"{prefix}_{i}" for i in range(len(columns)))
+    lock = f"pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('r.' + q(names.step_session))})"
+    return (f"SELECT {values}, count(*) OVER (), CASE WHEN count(*) OVER () = 1 THEN {lock}::text END "
+            f"INTO {targets}, rows_written, lock_taken FROM {relation} AS r LIMIT 1;")
+
+
 def _function(name, body, declare=""):
     # SECURITY DEFINER: the writer of a step need not be able to write this table;
     # the owner's cross-account mode lets it through the table's own policy.
@@ -222,17 +249,15 @@ def trigger_functions(names):
     changed = " OR ".join(f"o_{i} IS DISTINCT FROM n_{i}" for i in range(3 if names.step_account else 2))
     return {
         f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
-SELECT count(*) INTO rows_written FROM new_steps;
+{_count_into_lock(names, 'n', 'new_steps')}
 IF rows_written = 1 THEN
-  {_into(names, 'n', 'new_steps')}
   IF n_0 IS NOT NULL THEN
-    PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('n_0')});
     {_single_apply(names, 'n')}
   END IF;
 ELSIF rows_written > 1 THEN
   {_lock_sessions(f"SELECT {session} FROM new_steps")}
   EXECUTE {_literal(_apply_new_steps(names, "new_steps").strip().rstrip(";"))};
-END IF;""", declare=f"rows_written bigint; {_one_step(names, 'n')}"),
+END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'n')}"),
         f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
 SELECT count(*) INTO rows_written FROM old_steps;
 IF rows_written = 1 THEN
@@ -241,7 +266,7 @@ IF rows_written = 1 THEN
   IF NOT ({changed}) THEN
     RETURN NULL;
   END IF;
-  {_lock_sessions("SELECT o_0 UNION ALL SELECT n_0")}
+  {_lock_two('o_0', 'n_0')}
   {_single_probe_again(names, 'o')}
   {_single_apply(names, 'n')}
 ELSIF rows_written > 1 THEN
@@ -254,30 +279,28 @@ ELSIF rows_written > 1 THEN
   EXECUTE {_literal(_apply_new_steps(names, moved_to).strip().rstrip(";"))};
 END IF;""", declare=f"rows_written bigint; {_one_step(names, 'o')} {_one_step(names, 'n')}"),
         f"{PREFIX}_step_delete": _function(f"{PREFIX}_step_delete", f"""
-SELECT count(*) INTO rows_written FROM old_steps;
+{_count_into_lock(names, 'o', 'old_steps')}
 IF rows_written = 1 THEN
-  {_into(names, 'o', 'old_steps')}
   IF o_0 IS NOT NULL THEN
-    PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('o_0')});
     {_single_probe_again(names, 'o')}
   END IF;
 ELSIF rows_written > 1 THEN
   {_lock_sessions(f"SELECT {session} FROM old_steps")}
   EXECUTE {_literal(_probe_again(names, "old_steps").strip().rstrip(";"))};
-END IF;""", declare=f"rows_written bigint; {_one_step(names, 'o')}"),
+END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'o')}"),
         f"{PREFIX}_step_truncate": _function(
             f"{PREFIX}_step_truncate", f"UPDATE {TABLE} SET first_action_at = NULL;"
         ),
         f"{PREFIX}_handoff_write": _function(f"{PREFIX}_handoff_write", f"""
 IF TG_OP = 'INSERT' THEN
-  {_lock_sessions(f"SELECT NEW.{q(h.handoff_session)}")}
+  PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(f"NEW.{q(h.handoff_session)}")});
 ELSIF TG_OP = 'UPDATE' THEN
-  {_lock_sessions(f"SELECT OLD.{q(h.handoff_session)} UNION ALL SELECT NEW.{q(h.handoff_session)}")}
+  {_lock_two(f"OLD.{q(h.handoff_session)}", f"NEW.{q(h.handoff_session)}")}
   IF OLD.{q(h.handoff_pk)} IS DISTINCT FROM NEW.{q(h.handoff_pk)} THEN
     DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   END IF;
 ELSE
-  {_lock_sessions(f"SELECT OLD.{q(h.handoff_session)}")}
+  PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(f"OLD.{q(h.handoff_session)}")});
   DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   RETURN NULL;
 END IF;
