@@ -11,7 +11,8 @@ Reuses (or builds) the data set of :mod:`bench.data` in BENCH_DATABASE_URL, then
   same handoffs), in interleaved rounds; the figures must be equal;
 * times the writes the triggers slow down, each in a transaction rolled back,
   with the triggers and with them disabled: steps inserted in bulk (one
-  statement) and one by one, claims updated in bulk and one by one.
+  statement) and one by one, claims updated in bulk and one by one (from the
+  client, and in a server-side PL/pgSQL loop without round trips).
 
 Prints the targets of issue #16 and writes its section of docs/benchmarks.md
 (between the ``first-action-index`` markers; the rest of the file is
@@ -214,6 +215,33 @@ class FirstActionBench:
                 return len(single)
             return work
 
+        def literal(values):
+            return "'{" + ",".join(f'"{value}"' if not isinstance(value, int) else str(value) for value in values) + "}'"
+
+        def insert_steps_loop(after):
+            # The same single-row statements run by PL/pgSQL on the server: no client round trip in
+            # either timing, so the difference is the triggers' own cost per statement.
+            def work(cursor):
+                account = f"{account_id}, " if step.account else ""
+                cursor.execute(
+                    f"DO $$ DECLARE s bigint[] := {literal([row[1] for row in single])}; "
+                    f"t timestamptz[] := {literal([(row[2] + after).isoformat() for row in single])}; "
+                    "BEGIN FOR i IN 1..array_length(s, 1) LOOP "
+                    f"INSERT INTO {step.name} ({step.session}{step_account}, {step.created_at}) "
+                    f"VALUES (s[i], {account}t[i]); END LOOP; END $$"
+                )
+                return len(single)
+            return work
+
+        def claim_loop(cursor):
+            cursor.execute(
+                f"DO $$ DECLARE h bigint[] := {literal([row[0] for row in single])}; "
+                "BEGIN FOR i IN 1..array_length(h, 1) LOOP "
+                f"UPDATE {handoff.name} SET {handoff.claimed_at} = {handoff.claimed_at} + interval '1 second' "
+                f"WHERE {handoff.pk} = h[i]; END LOOP; END $$"
+            )
+            return len(single)
+
         first, later = timedelta(seconds=7), timedelta(days=3)
 
         def claim_bulk(cursor):
@@ -256,8 +284,13 @@ class FirstActionBench:
              insert_steps_single(first), step.name),
             (f"step insert, single-row ({len(single):,} statements), after the first action",
              insert_steps_single(later), step.name),
+            (f"step insert, single-row, server-side loop ({len(single):,} statements), each a first action",
+             insert_steps_loop(first), step.name),
+            (f"step insert, single-row, server-side loop ({len(single):,} statements), after the first action",
+             insert_steps_loop(later), step.name),
             (f"claim (re-claim), bulk ({len(claimed):,} rows, one statement)", claim_bulk, handoff.name),
             (f"claim, single-row ({len(single):,} statements)", claim_single, handoff.name),
+            (f"claim, single-row, server-side loop ({len(single):,} statements)", claim_loop, handoff.name),
         ):
             samples = {True: [], False: []}
             rows = 0
@@ -333,7 +366,9 @@ class FirstActionBench:
             "",
             "Each round runs in a transaction rolled back, once with the triggers and once with them disabled "
             "(`ALTER TABLE ... DISABLE TRIGGER USER`); single-row rounds include the client round trip of each "
-            "statement (the same in both). The steps go into sessions with a claimed handoff, either 7 s after the "
+            "statement (the same in both, but its noise swamps the difference on a loaded machine), the "
+            "server-side loops run the same single-row statements in one PL/pgSQL `DO` block (one statement "
+            "each, so one trigger call each, no round trip): their difference is the triggers' own cost. The steps go into sessions with a claimed handoff, either 7 s after the "
             "claim (each one becomes a first action: the trigger's most expensive case, an update of the "
             "index's row) or 3 days after it (later than the first action: most steps of a session).",
             "",

@@ -177,6 +177,39 @@ def test_steps_and_handoffs_of_other_sessions_and_accounts_never_count(index_on,
     assert exact()
 
 
+def held_buckets():
+    """The first-action lock buckets this connection holds (its transaction's advisory locks)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT objid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                       "AND objsubid = 2 AND pid = pg_catalog.pg_backend_pid() AND granted", [index.LOCK_CLASS])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def bucket(session):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {index._bucket('%s::bigint')}", [session.pk])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_single_row_writes_lock_the_buckets_of_their_sessions(index_on, account, now):
+    """The single-row paths take their locks in one statement or as plain expressions: still the right buckets."""
+    sessions = [MODELS.session(account, created_at=now - timedelta(hours=5)) for _ in range(40)]
+    # Two sessions of different buckets, neither held yet (the transaction locked only what it wrote).
+    fresh = [session for session in sessions if bucket(session) not in held_buckets()]
+    first, second = [session for session in fresh if bucket(session) != bucket(fresh[0])][:1] + fresh[:1]
+    step(first, now - timedelta(hours=4))
+    assert bucket(first) in held_buckets()
+    assert bucket(second) not in held_buckets()
+    handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=3), session=first)
+    move_handoff(handoff, second)  # a claim moved: both sessions' buckets
+    assert bucket(second) in held_buckets()
+    assert stored(handoff) is None
+    step(second, now - timedelta(hours=2))
+    assert stored(handoff) == now - timedelta(hours=2)
+    assert exact()
+
+
 @pytest.mark.django_db
 def test_a_bulk_insert_of_steps_takes_the_earliest_after_each_claim(index_on, account, now):
     first = claimed_handoff(account, claimed_at=now - timedelta(hours=3))
