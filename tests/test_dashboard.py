@@ -159,7 +159,24 @@ def test_a_foreign_or_unknown_account_is_the_same_404(logged_in, member, account
     assert f'href="{PAGE}?account={account.pk}"' in foreign.content.decode()
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", str(2**63)])
+def test_the_account_may_be_named_by_its_slug_and_a_foreign_slug_is_the_foreign_ids_404(
+    logged_in, member, account, other_account
+):
+    if not MODELS.has_slugs:
+        pytest.skip("a host's accounts without slugs take ids only")
+    user = member(Role.ENGINEER)
+    member(Role.ENGINEER, account=other_account, user=user)
+    client = logged_in(user)
+    window = {"start": "2026-01-01", "end": "2026-02-01"}
+    by_slug = page(client, account="acme", **window).content.decode()
+    assert "Acme MSP" in by_slug and "Globex" not in by_slug
+    assert page(client, 200, account="globex", **window).content.decode().count("Globex IT") > 0
+    foreign = MODELS.account(name="Initech", slug="initech")
+    assert page(client, 404, account="initech").content == page(client, 404, account=foreign.pk).content
+    assert page(client, 404, account="nobody").content == page(client, 404, account=foreign.pk).content
+
+
+@pytest.mark.parametrize("value", ["a.b", "0", "-3", "1.5", str(2**63)])
 def test_a_malformed_account_is_a_400_saying_so_as_the_api_does(logged_in, member, value):
     client = logged_in(member(Role.ENGINEER))
     response = page(client, 400, account=value)

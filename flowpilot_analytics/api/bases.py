@@ -34,8 +34,8 @@ from .renderers import CsvRenderer, ExportLimit, attachment_disposition, csv_lin
 from .serializers import WindowQuerySerializer
 from .tenancy import (
     ACCOUNT_PARAM,
+    ACCOUNT_PARAM_SCHEMA,
     ANALYTICS_ROLES,
-    MAX_ACCOUNT_ID,
     account_of,
     claimer_in_scope,
     membership_for_request,
@@ -155,6 +155,8 @@ class AccountScopedApi(APIView):
     throttle_classes = [AnalyticsRateThrottle]
     throttle_scope = "analytics"
 
+    # Whether the endpoint reads one account (the request's tenant); False: the user's own list.
+    resolves_account = True
     # The caller's membership of the request's account, resolved during initial().
     membership = None
     # An error found before authentication (the query string, the format asked for), raised
@@ -199,9 +201,10 @@ class AccountScopedApi(APIView):
         # DRF's: content negotiation, authentication (which resolves the tenant,
         # below), the permission checks against it, the throttles.
         super().initial(request, *args, **kwargs)
-        # Bound to the account, then its row read (a host's policies may hide it until bound).
-        self.membership = account_of(self.membership)
-        self.account = self.membership.account
+        if self.resolves_account:
+            # Bound to the account, then its row read (a host's policies may hide it until bound).
+            self.membership = account_of(self.membership)
+            self.account = self.membership.account
 
     def perform_content_negotiation(self, request, force=False):
         if self.refusal is None:
@@ -226,7 +229,8 @@ class AccountScopedApi(APIView):
             if self.refusal is not None:
                 raise self.refusal
             rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
-            self.membership = membership_for_request(user=request.user, query_params=request.query_params)
+            if self.resolves_account:
+                self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
     @contextmanager
     def tenant_bound(self):
@@ -268,8 +272,9 @@ class AccountScopedApi(APIView):
 
 ACCOUNT_PARAMETER = OpenApiParameter(
     ACCOUNT_PARAM,
-    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
-    description="The account's id. Needed only when you are a member of several accounts.",
+    ACCOUNT_PARAM_SCHEMA,
+    description="The account's id, or its slug (a value of digits only is an id). "
+    "Needed only when you are a member of several accounts (GET /accounts lists yours).",
 )
 
 
