@@ -125,9 +125,36 @@ def test_user_without_membership_is_denied_403(api_client, account):
     assert api_client.get(URL).status_code == 403
 
 
-def test_staff_without_membership_is_denied_403(api_client, account):
+def test_staff_without_membership_is_denied_403_as_a_member_of_no_account(api_client, account):
     api_client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
-    assert api_client.get(URL).status_code == 403
+    response = api_client.get(URL)
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert "not a member of any account" in detail
+    assert "role" not in detail.lower()
+
+
+def test_a_viewer_is_told_about_their_role(api_client, member):
+    api_client.force_authenticate(member(Role.VIEWER))
+    assert "role in this account" in api_client.get(URL).json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("header", "said"),
+    [
+        ("Bearer abc123", 'The Authorization scheme "Bearer" is not accepted'),
+        ("abc123", "The Authorization header has no scheme"),
+        ("Basic dXNlcjpwYXNz", 'The Authorization scheme "Basic" is not accepted'),
+    ],
+)
+def test_a_wrong_authentication_scheme_is_a_401_saying_which_to_use(api_client, member, header, said):
+    key = Token.objects.create(user=member(Role.ENGINEER)).key
+    response = api_client.get(URL, HTTP_AUTHORIZATION=header.replace("abc123", key))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    detail = response.json()["detail"]
+    assert detail.startswith(said)
+    assert detail.endswith('use "Authorization: Token <key>".')
 
 
 def test_several_memberships_without_account_is_400(api_client, member, account, other_account):

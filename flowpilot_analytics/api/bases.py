@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotAcceptable, ValidationError
+from rest_framework.exceptions import APIException, NotAcceptable, NotAuthenticated, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -105,6 +105,24 @@ class DatabaseUnavailable(APIException):
     wait = 5
 
 
+def wrong_scheme_message(header, request, authenticators):
+    """What a 401 says to credentials in a scheme no authentication class reads."""
+    schemes = []
+    for authenticator in authenticators:
+        challenge = authenticator.authenticate_header(request)
+        if challenge:
+            schemes.append(challenge.split()[0])
+    given = header.split()[0] if " " in header.strip() else None
+    told = f'The Authorization scheme "{given}" is not accepted' if given else (
+        "The Authorization header has no scheme"
+    )
+    if not schemes:
+        return f"{told}: log in (a session) instead."
+    uses = " or ".join(f'"Authorization: {scheme} <{"key" if scheme == "Token" else "credentials"}>"'
+                       for scheme in schemes)
+    return f"{told}: use {uses}."
+
+
 class TooManyQueryParameters(ValidationError):
     """More query parameters than Django parses (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): none can be read."""
 
@@ -167,6 +185,14 @@ class AccountScopedApi(APIView):
 
     def get_authenticators(self):
         return analytics_authenticators()
+
+    def permission_denied(self, request, message=None, code=None):
+        if request.authenticators and not request.successful_authenticator:
+            header = request.META.get("HTTP_AUTHORIZATION", "")
+            if header:
+                # Credentials no class read (``Bearer x``, a bare key): say which scheme to use.
+                raise NotAuthenticated(wrong_scheme_message(header, request, self.get_authenticators()))
+        super().permission_denied(request, message=message, code=code)
 
     def dispatch(self, request, *args, **kwargs):
         # initial() enters the request's transaction; it ends here, with the response final.

@@ -25,8 +25,14 @@ BAD_REQUEST = (
     "belong to several accounts and gave no `account`; or the query string holds more parameters than "
     "the server reads (`query`)."
 )
-UNAUTHENTICATED = "No credentials, a bad token, or the token of an inactive or deleted user."
-FORBIDDEN = "Your role in the account is `viewer`, or you have no membership at all (staff included)."
+UNAUTHENTICATED = (
+    "No credentials, a bad token, the token of an inactive or deleted user, or credentials in a scheme "
+    "the server does not read (`Bearer ...`, a bare key: the message names the scheme to use)."
+)
+FORBIDDEN = (
+    "Your role in the account is `viewer`, or you are a member of no account at all (staff included; "
+    "the message says which)."
+)
 NOT_FOUND = "You are not a member of that account, or it does not exist (one answer for both)."
 NOT_ACCEPTABLE = (
     "No answer in the format asked for: `format` (json or csv) and the Accept header disagree "
