@@ -12,9 +12,9 @@ WINDOW = {"account", "period", "start", "end", "time_zone", "format"}
 # to the README: a parameter an endpoint does not read is a 400, so a typo never gives a default answer.
 ACCEPTED = {
     "escalations": WINDOW | {"target_seconds", "compare"},
-    "escalations/trend": WINDOW | {"interval", "target_seconds"},
-    "escalations/by-engineer": WINDOW | {"claimed_by"},
-    "escalations/handoffs": WINDOW | {"claimed_by", "has_action", "ordering", "page_size", "cursor"},
+    "escalations/trend": WINDOW | {"interval", "target_seconds", "definition"},
+    "escalations/by-engineer": WINDOW | {"claimed_by", "definition"},
+    "escalations/handoffs": WINDOW | {"claimed_by", "has_action", "ordering", "page_size", "cursor", "definition"},
     "accounts": {"format"},
 }
 

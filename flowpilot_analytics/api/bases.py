@@ -357,6 +357,8 @@ class WindowedApi(AccountScopedApi):
         params.is_valid(raise_exception=True)
         self.params = params.validated_data
         self.window = self.params["window"]
+        if "definition" in self.params and not self.wants_csv(request):
+            raise ValidationError({"definition": ["Only a CSV (format=csv) has lines to repeat the definition on."]})
         return self.params
 
     def csv_disposition(self):
@@ -372,6 +374,11 @@ class WindowedApi(AccountScopedApi):
 
     def wants_csv(self, request):
         return request.accepted_renderer.format == CsvRenderer.format
+
+    @property
+    def definition_on_every_row(self):
+        """Whether a list's CSV repeats the metric's definition on every line (``definition=every_row``)."""
+        return getattr(self, "params", {}).get("definition") == "every_row"
 
     @property
     def csv_row_serializer(self):
@@ -410,7 +417,12 @@ class WindowedApi(AccountScopedApi):
                     data = self.output_serializer_class(answer).data
                     envelope = {name: value for name, value in data.items() if name not in left_out}
                     rendered = (row_serializer.to_representation(row) for row in limited)
-                    yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
+                    yield from csv_lines(
+                        envelope,
+                        rendered,
+                        row_serializer=row_serializer,
+                        definition_on_every_row=self.definition_on_every_row,
+                    )
             except Exception as exc:
                 if not database_failure(exc):
                     raise

@@ -208,7 +208,17 @@ class EscalationMetricsInputSerializer(TargetQueryMixin, WindowQuerySerializer):
     )
 
 
-class TrendQuerySerializer(TargetQueryMixin, WindowQuerySerializer):
+class CsvListQueryMixin(serializers.Serializer):
+    """The parameters of an endpoint answering a list, whose CSV has one line per item."""
+
+    definition = serializers.ChoiceField(
+        choices=["first_row", "every_row"],
+        required=False,
+        help_text="CSV only: the metric_definition column on the first line (the default) or on every line.",
+    )
+
+
+class TrendQuerySerializer(CsvListQueryMixin, TargetQueryMixin, WindowQuerySerializer):
     """The window and the trend's interval; ``target_seconds`` adds each row's within-target share.
 
     No ``compare``: a row's previous window is the row before it.
@@ -221,7 +231,7 @@ class TrendQuerySerializer(TargetQueryMixin, WindowQuerySerializer):
 MAX_USER_ID = 2**63 - 1
 
 
-class ClaimerQuerySerializer(WindowQuerySerializer):
+class ClaimerQuerySerializer(CsvListQueryMixin, WindowQuerySerializer):
     """The window, narrowed to one claimer: a user id, or ``deleted`` for claimers no longer on record."""
 
     claimed_by = serializers.RegexField(
