@@ -20,6 +20,7 @@ the same number of queries whatever its length.
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
+from django.db.models import DurationField, ExpressionWrapper, F
 from django.template.response import TemplateResponse
 from django.urls import path
 
@@ -147,9 +148,53 @@ class AiSessionStepAdmin(AccountOwnedAdmin):
     search_fields = ["=id", "=session__id", *account_lookups()[-1:]]
 
 
+class ClaimFilter(admin.SimpleListFilter):
+    """Claimed or not yet (the parameter of Django's empty-field filter, so old links keep working)."""
+
+    title = "claim"
+    parameter_name = "claimed_at__isempty"
+
+    def lookups(self, request, model_admin):
+        return [("0", "claimed"), ("1", "not claimed yet")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("0", "1"):
+            return queryset.filter(claimed_at__isnull=self.value() == "1")
+        return queryset
+
+
+class FirstActionFilter(admin.SimpleListFilter):
+    """Claimed handoffs acted on, or still without action after their claim (the conversion gap)."""
+
+    title = "first action"
+    parameter_name = "first_action"
+
+    def lookups(self, request, model_admin):
+        return [("none", "no action yet"), ("acted", "acted on")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(claimed_at__isnull=False, first_action_at__isnull=True)
+        if self.value() == "acted":
+            return queryset.filter(first_action_at__isnull=False)
+        return queryset
+
+
+class ClaimDateFilter(admin.DateFieldListFilter):
+    """Django's date filter on ``claimed_at``, titled apart from the claim filter."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "claim date"
+
+
 @admin.register(SessionHandoff)
 class SessionHandoffAdmin(AccountOwnedAdmin):
-    """Handoffs with their first action and lag, computed by the metric's own subquery."""
+    """Handoffs with their first action and lag, computed by the metric's own subquery.
+
+    Sortable by lag (a handoff without action counts as the longest: last going up, first going
+    down), filterable by "no action yet".
+    """
 
     list_display = [
         "id",
@@ -161,7 +206,7 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
         "first_action_at",
         "seconds_to_first_action",
     ]
-    list_filter = ["account", ("claimed_at", admin.EmptyFieldListFilter), "claimed_at"]
+    list_filter = ["account", ClaimFilter, FirstActionFilter, ("claimed_at", ClaimDateFilter)]
     list_select_related = ["account", "session", "claimed_by"]
     search_fields = ["=id", "=session__id", *account_lookups()[-1:], *user_lookups("claimed_by__")[:1]]
     readonly_fields = ["created_at", "claimed_at", "first_action_at", "seconds_to_first_action"]
@@ -169,13 +214,18 @@ class SessionHandoffAdmin(AccountOwnedAdmin):
 
     def get_queryset(self, request):
         # One correlated subquery inside the page's own query, as the metric does.
-        return super().get_queryset(request).annotate(first_action_at=first_action_subquery())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(first_action_at=first_action_subquery())
+            .annotate(lag=ExpressionWrapper(F("first_action_at") - F("claimed_at"), output_field=DurationField()))
+        )
 
     @admin.display(description="first action at", ordering="first_action_at", empty_value="\u2014")
     def first_action_at(self, handoff):
         return getattr(handoff, "first_action_at", None)
 
-    @admin.display(description="to first action", empty_value="\u2014")
+    @admin.display(description="lag to first action", ordering=F("lag").asc(nulls_last=True), empty_value="\u2014")
     def seconds_to_first_action(self, handoff):
         if handoff.claimed_at is None:
             return None

@@ -50,6 +50,9 @@ def daily_median_chart(summary):
         label=f"{summary.name}: daily median seconds to first action, last {days} days",
         reference=reference,
         reference_label=f"{ATTENTION_PERIOD} median: {_human_duration(reference)}",
+        # Dated axis, and each day's count of handoffs in its tooltip (a median of two is no trend).
+        dates=summary.daily_dates[-days:] if summary.daily_dates and days else None,
+        counts=summary.daily_handoffs,
     )
     # daily_series_svg escapes every text it embeds (the account name included).
     return mark_safe(svg)
