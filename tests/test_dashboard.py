@@ -26,9 +26,8 @@ from flowpilot_analytics.access import Role
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.selectors import escalation_metrics
-from tests.builders import BY_ENGINEER, HANDOFFS, TREND, URL, claimed_handoff
+from tests.builders import BAD_QUERIES, BY_ENGINEER, HANDOFFS, TREND, URL, claimed_handoff
 from tests.model_sets import MODELS
-from tests.test_api_windows import BAD_QUERIES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
