@@ -401,11 +401,6 @@ def test_the_admins_handoff_list_fits_1366_and_the_widget_800_pixels(live_server
     browser.save_screenshot(str(tmp_path / "admin-handoffs-1366.png"))
 
     browser.get(f"{live_server.url}/admin/flowpilot_analytics/escalationsummarypage/")
-    browser.set_window_size(800, 1000)
-    browser.save_screenshot(str(tmp_path / "admin-widget-800.png"))
-    if os.environ.get("FLOWPILOT_SCREENSHOT_DIR"):
-        shutil.copy(tmp_path / "admin-widget-800.png", Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / "admin-widget-800.png")
-        shutil.copy(tmp_path / "admin-handoffs-1366.png", Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / "admin-handoffs-1366.png")
     fits(browser, 800)
     chart = browser.find_element(By.CSS_SELECTOR, "#escalation-summary svg.fp-chart")
     dates = [label.text for label in chart.find_elements(By.CSS_SELECTOR, "text.fp-date")]
