@@ -680,3 +680,12 @@ def test_the_demos_landing_page_links_every_face_and_lists_the_demo_logins(clien
     for login in logins:
         assert f"<code>{login.username}</code>" in content
     assert DEMO_PASSWORD in content
+
+
+@pytest.mark.parametrize("params", [{"perod": "7d"}, {"target_seconds": "60"}, {"compare": "previous"}])
+def test_a_parameter_the_page_does_not_read_is_a_400_naming_it_not_ignored(logged_in, member, params):
+    client = logged_in(member(Role.ENGINEER))
+    response = page(client, 400, **params)
+    [name] = params
+    assert f'Unknown parameter "{name}"' in html.unescape(response.content.decode())
+    assert 'id="fp-cards"' not in response.content.decode()

@@ -227,6 +227,13 @@ class TrendQuerySerializer(CsvListQueryMixin, TargetQueryMixin, WindowQuerySeria
     interval = serializers.ChoiceField(choices=INTERVALS, default="day")
 
 
+class DashboardQuerySerializer(TrendQuerySerializer):
+    """The dashboard page's query: the trend's window and interval; no target, no CSV of its own."""
+
+    target_seconds = None
+    definition = None
+
+
 # Ids are bigints: a larger number names nobody and must not reach the database.
 MAX_USER_ID = 2**63 - 1
 
