@@ -8,7 +8,14 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from flowpilot_analytics.models import Account, AiSession, AiSessionStep, Membership, SessionHandoff
+from flowpilot_analytics.models import (
+    Account,
+    AiSession,
+    AiSessionStep,
+    BusinessCalendar,
+    Membership,
+    SessionHandoff,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +100,22 @@ def test_a_later_day_tops_the_history_up_so_the_7d_and_30d_windows_are_full(api_
     topped_up = SessionHandoff.objects.count()
     assert "up to date" in seed()
     assert SessionHandoff.objects.count() == topped_up
+
+
+def test_a_top_up_keeps_the_demo_calendar_as_edited(api_client, monkeypatch):
+    first_day = timezone.now() - timedelta(days=20)
+    monkeypatch.setattr(timezone, "now", lambda: first_day)
+    seed()
+    [calendar] = BusinessCalendar.objects.all()
+    assert calendar.account.slug == "northwind"
+    BusinessCalendar.objects.filter(pk=calendar.pk).update(time_zone="Asia/Tokyo")
+
+    monkeypatch.setattr(timezone, "now", lambda: first_day + timedelta(days=20, hours=5))
+    assert seed().count("history topped up") == 2
+
+    [kept] = BusinessCalendar.objects.all()
+    assert (kept.pk, kept.time_zone) == (calendar.pk, "Asia/Tokyo")
+    engineer = Token.objects.get(user__username="northwind-engineer").key
+    week = api_client.get(URL, {"period": "7d", "clock": "business"}, HTTP_AUTHORIZATION=f"Token {engineer}")
+    assert week.status_code == 200, week.content
+    assert week.json()["clock"] == "business" and week.json()["n_handoffs_claimed"] > 50
