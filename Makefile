@@ -136,7 +136,7 @@ standby-test: $(VENV)/.installed
 	$(BIN)/python scripts/standby_test.py
 
 # The README's screenshots (demo data, headless Chromium): docs/admin-widget.png, docs/dashboard-800.png,
-# docs/dashboard-1366.png.
+# docs/dashboard-1366.png, docs/admin-widget-800.png, docs/admin-handoffs-1366.png.
 .PHONY: screenshot
 screenshot: $(VENV)/.installed
 	env -u DATABASE_URL FLOWPILOT_SCREENSHOT_DIR=docs $(BIN)/python -m pytest tests/test_browser.py -p no:cacheprovider -q

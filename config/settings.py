@@ -313,13 +313,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # ------------------------------------------------------------------------------
-# Logging: warnings and errors to the console.
+# Logging: warnings and errors to the console, each line once.
 # ------------------------------------------------------------------------------
+# Django's own DEFAULT_LOGGING gives the "django" logger a console handler (with
+# DEBUG on) and lets it propagate to the root, whose console handler printed every
+# django.* line a second time. Here the root alone prints; "django" only passes its
+# records up (django.server keeps Django's own handler, which does not propagate).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
+    "loggers": {"django": {"handlers": [], "level": "INFO", "propagate": True}},
 }
 
 # SQLite ignores the INCLUDE columns of the covering indexes (PostgreSQL uses

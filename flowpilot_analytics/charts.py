@@ -21,18 +21,27 @@ def _number(value):
     return text[:-2] if text.endswith(".0") else text
 
 
-def daily_series_svg(values, *, label, reference=None, reference_label="", width=240, height=56):
+def daily_series_svg(
+    values, *, label, reference=None, reference_label="", width=240, height=56, dates=None, counts=None
+):
     """A sparkline of one value per day, oldest first, the last 24 hours on the right.
 
     ``values`` are seconds or ``None`` (no figure that day: a gap in the line).
     ``reference`` (seconds) draws a dashed horizontal line, for instance the
     period's median. Each day is a dot whose tooltip tells its day and value.
     The vertical scale starts at zero and ends at the largest value shown.
+    ``dates`` (one per value, the date each 24 hours end on) puts the first, middle
+    and last dates under the axis (the chart grows by their line) and in the tooltips;
+    ``counts`` (one per value) adds to each tooltip how many handoffs the value rests on.
     """
     if width <= 0 or height <= 0:
         raise ValueError("width and height must be positive")
     values = list(values)
-    pad_x, pad_top, pad_bottom = 3.0, 12.0, 3.0
+    dates = list(dates) if dates is not None else None
+    counts = list(counts) if counts is not None else None
+    if dates is not None:
+        height += 12
+    pad_x, pad_top, pad_bottom = 3.0, 12.0, 3.0 + (12 if dates is not None else 0)
     plot_w = width - 2 * pad_x
     plot_h = height - pad_top - pad_bottom
     shown = [value for value in values if value is not None]
@@ -66,6 +75,14 @@ def daily_series_svg(values, *, label, reference=None, reference_label="", width
         f'<text class="fp-max" x="{_number(width - pad_x)}" y="9" text-anchor="end" font-size="9" '
         f'fill="currentColor" fill-opacity="0.6">max {escape(human_duration(max(shown)))}</text>'
     )
+    if dates:
+        axis_y = _number(height - 3)
+        for index, anchor in ((0, "start"), (len(dates) // 2, "middle"), (len(dates) - 1, "end")):
+            at = {"start": pad_x, "middle": x(index), "end": width - pad_x}[anchor]
+            parts.append(
+                f'<text class="fp-date" x="{_number(at)}" y="{axis_y}" text-anchor="{anchor}" font-size="9" fill="currentColor" fill-opacity="0.7">'
+                f"{escape(day_month(dates[index]))}</text>"
+            )
     if reference is not None:
         parts.append(
             f'<line class="fp-reference" x1="{_number(pad_x)}" y1="{_number(y(reference))}" '
@@ -85,9 +102,14 @@ def daily_series_svg(values, *, label, reference=None, reference_label="", width
             continue
         days_ago = last - index
         when = "last 24 h" if days_ago == 0 else f"{days_ago}\u2013{days_ago + 1} days ago"
+        if dates is not None:
+            when = f"{day_month(dates[index], year=True)} ({when})"
+        text = f"{when}: {human_duration(value)}"
+        if counts is not None:
+            text += f", {counts[index]} handoff{'' if counts[index] == 1 else 's'} with action"
         parts.append(
             f'<circle class="fp-point" cx="{_number(x(index))}" cy="{_number(y(value))}" r="1.8" '
-            f'fill="currentColor"><title>{escape(when)}: {escape(human_duration(value))}</title></circle>'
+            f'fill="currentColor"><title>{escape(text)}</title></circle>'
         )
     parts.append("</svg>")
     return "".join(parts)

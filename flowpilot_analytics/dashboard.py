@@ -41,7 +41,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from . import rls
 from .access import roles_of
 from .admin_widget import may_view_escalation_summary
-from .api.serializers import TrendQuerySerializer
+from .api.serializers import DashboardQuerySerializer
 from .api.tenancy import (
     ACCOUNT_PARAM,
     SeveralAccounts,
@@ -424,7 +424,7 @@ class EscalationDashboardView(View):
 
         now = timezone.now()
         query = form_query(request.GET)
-        params = TrendQuerySerializer(query_params=query, context={"now": now})
+        params = DashboardQuerySerializer(query_params=query, context={"now": now})
         context = {
             "request": request,
             "base_template": app_settings.BASE_TEMPLATE,

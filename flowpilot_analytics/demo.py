@@ -5,13 +5,15 @@ Deterministic for a given seed and ``now``. Used by ``manage.py seed_demo``.
 Needs factory-boy (the ``demo`` extra); the app never imports this module at run time.
 """
 
+import math
 import random
 from dataclasses import dataclass
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import Max
 
 from .factories import (
     AccountFactory,
@@ -25,6 +27,16 @@ from .models import AiSession, AiSessionStep, Membership, SessionHandoff
 DEMO_PASSWORD = "flowpilot-demo"
 DEMO_ACCOUNTS = (("northwind", "Northwind MSP"), ("contoso", "Contoso IT Services"))
 DEMO_DAYS = 90
+# A history whose last session is older than this is topped up to now by the next seed_demo.
+TOP_UP_AFTER = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What seed_demo did to one account's history."""
+
+    handoffs: int  # handoffs created
+    topped_up_since: datetime | None = None  # a top-up: the last session before it
 
 
 @dataclass(frozen=True)
@@ -36,26 +48,37 @@ class DemoLogin:
 
 
 def seed_demo(*, now, reset=False, seed=2026):
-    """Create (or keep) the demo accounts, users and history; return the logins."""
+    """Create (or keep) the demo accounts, users and history; top the history up to ``now``.
+
+    Returns the accounts, the logins and ``{slug: Seeded}``: the handoffs created, and
+    for a history topped up, the instant of its last session before.
+    """
     rng = random.Random(seed)
     with transaction.atomic():
         accounts = [AccountFactory(slug=slug, name=name) for slug, name in DEMO_ACCOUNTS]
         logins = _demo_users(accounts)
         created = {}
         for account in accounts:
-            has_data = AiSession.objects.filter(account=account).exists()
-            if has_data and reset:
+            if reset:
                 AiSession.objects.filter(account=account).delete()
-                has_data = False
+            latest = AiSession.objects.filter(account=account).aggregate(latest=Max("created_at"))["latest"]
             engineers = list(
                 get_user_model().objects.filter(
                     flowpilot_memberships__account=account,
                     flowpilot_memberships__role__in=[Membership.Role.ENGINEER, Membership.Role.ADMIN],
                 )
             )
-            created[account.slug] = 0 if has_data else _demo_history(account, engineers, now, rng)
+            # A history seeded on an earlier day is topped up to now (sessions after its last one),
+            # so that the 7d and 30d windows stay full; an hour-old history is left as it is.
+            since = None
+            if latest is not None:
+                if now - latest < TOP_UP_AFTER:
+                    created[account.slug] = Seeded(0)
+                    continue
+                since = max(latest, now - timedelta(days=DEMO_DAYS))
+            created[account.slug] = Seeded(_demo_history(account, engineers, now, rng, since=since), since)
         _demo_business_hours(accounts[0], now)
-    if any(created.values()) and connection.vendor == "postgresql":
+    if any(seeded.handoffs for seeded in created.values()) and connection.vendor == "postgresql":
         # Fresh bulk loads have no planner statistics until autovacuum gets to
         # them; without these the first reports pick poor plans (seen: 20x slower).
         with connection.cursor() as cursor:
@@ -116,15 +139,19 @@ def _demo_users(accounts):
     return logins
 
 
-def _demo_history(account, engineers, now, rng):
-    """~90 days of sessions, AI steps, handoffs and post-claim steps; returns the handoff count."""
+def _demo_history(account, engineers, now, rng, *, since=None):
+    """Sessions, AI steps, handoffs and post-claim steps; returns the handoff count.
+
+    ~90 days up to ``now``, or, with ``since``, the sessions opened after it (a top-up).
+    """
     sessions, steps, handoffs = [], [], []
-    start = now - timedelta(days=DEMO_DAYS)
-    for day in range(DEMO_DAYS + 1):
+    start = since or now - timedelta(days=DEMO_DAYS)
+    days = math.ceil((now - start) / timedelta(days=1))
+    for day in range(days + 1):
         day_start = start + timedelta(days=day)
         for _ in range(rng.randint(8, 20)):
             opened = day_start + timedelta(seconds=rng.uniform(0, 86_400))
-            if opened >= now:
+            if opened >= now or (since is not None and opened <= since):
                 continue
             session = AiSessionFactory.build(account=account, created_at=opened)
             sessions.append((session, _session_plan(opened, now, engineers, rng)))

@@ -316,6 +316,11 @@ def in_sections(*sections):
     return tuple(figure for figure in RESPONSE_ORDER if figure.section in sections)
 
 
+# The figures of each row of the trend: the seed figures, the action rate (the conversion
+# signal, per day or week) and, with target_seconds, the share within the target.
+TREND_FIGURES = (*in_sections(CONTRACT), ACTION_RATE, *in_sections(TARGET))
+
+
 def _figures_as_dict(self):
     return {figure.name: getattr(self, figure.name) for figure in RESPONSE_ORDER}
 

@@ -14,7 +14,7 @@ shown as such, never hidden.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import logging
 
@@ -24,7 +24,7 @@ from django.utils import timezone
 from .calendars import ClockChoice, business_schedules
 from .clocks import BUSINESS_CLOCK
 from .field_map import NamedAccount, account_order
-from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, P95
+from .figures import ACTION_RATE, MEDIAN, N_HANDOFFS_CLAIMED, N_HANDOFFS_WITH_ACTION, P95
 from .models import get_account_model
 from .selectors import EscalationMetrics, escalation_figures_by_day, escalation_metrics_by_account
 from .windows import PERIODS
@@ -44,6 +44,9 @@ class AccountSummary(NamedAccount):
     daily_median_seconds: tuple[float | None, ...] | None = None
     # The same periods on the business clock, when the account has a business-hours calendar.
     business_figures: tuple[EscalationMetrics, ...] | None = None
+    # The handoffs with action behind each daily median, and the date each 24 hours end on (UTC).
+    daily_handoffs: tuple[int, ...] | None = None
+    daily_dates: tuple[date, ...] | None = None
 
     def for_period(self, period):
         return next(metrics for metrics in self.figures if metrics.period == period)
@@ -143,19 +146,43 @@ def escalation_summary(*, accounts=None, now=None, limit=None):
         key=attention_key,
     )
     shown = summaries if limit is None else summaries[:limit]
-    series = daily_median_seconds_by_account(
+    series = daily_series_by_account(
         accounts=[summary.account.pk for summary in shown if summary.has_data], days=CHART_DAYS, now=now
     )
+    dates = tuple((now - timedelta(days=days_ago)).date() for days_ago in reversed(range(CHART_DAYS)))
     shown = tuple(
         AccountSummary(
             account=summary.account,
             figures=summary.figures,
-            daily_median_seconds=series.get(summary.account.pk),
+            daily_median_seconds=series[summary.account.pk][0] if summary.account.pk in series else None,
+            daily_handoffs=series[summary.account.pk][1] if summary.account.pk in series else None,
+            daily_dates=dates,
             business_figures=summary.business_figures,
         )
         for summary in shown
     )
     return EscalationSummary(accounts=shown, total_accounts=len(summaries), now=now)
+
+
+def daily_series_by_account(*, accounts, days=CHART_DAYS, now=None):
+    """``{account_id: (medians, handoffs with action)}``, one value each per 24 hours, oldest first.
+
+    As :func:`daily_median_seconds_by_account`, with the number of handoffs each median rests on.
+    """
+    if days < 1:
+        raise ValueError(f"days must be at least 1, got {days!r}")
+    account_ids = list(accounts)
+    if not account_ids:
+        return {}
+    by_day = escalation_figures_by_day(accounts=account_ids, days=days, now=now)
+    series = {}
+    for account_id in account_ids:
+        day_figures = [by_day.get((account_id, day)) for day in range(days)]
+        series[account_id] = (
+            tuple(MEDIAN.of(figures) if figures else None for figures in day_figures),
+            tuple(N_HANDOFFS_WITH_ACTION.of(figures) if figures else 0 for figures in day_figures),
+        )
+    return series
 
 
 def daily_median_seconds_by_account(*, accounts, days=CHART_DAYS, now=None):
@@ -165,15 +192,7 @@ def daily_median_seconds_by_account(*, accounts, days=CHART_DAYS, now=None):
     (the window's first instant goes to the oldest day). One query for every
     account and day (:func:`~flowpilot_analytics.selectors.escalation_figures_by_day`).
     """
-    if days < 1:
-        raise ValueError(f"days must be at least 1, got {days!r}")
-    account_ids = list(accounts)
-    if not account_ids:
-        return {}
-    by_day = escalation_figures_by_day(accounts=account_ids, days=days, now=now)
     return {
-        account_id: tuple(
-            MEDIAN.of(by_day[account_id, day]) if (account_id, day) in by_day else None for day in range(days)
-        )
-        for account_id in account_ids
+        account_id: medians
+        for account_id, (medians, _) in daily_series_by_account(accounts=accounts, days=days, now=now).items()
     }

@@ -3,8 +3,8 @@ Rendering and writing of the escalation report: pure functions, no Django.
 
 A report is a list of rows: dicts whose keys are the API's field names plus
 ``account`` (the slug) and ``account_id``. The numbers are rendered as they
-are, never recomputed; ``None`` is JSON ``null``, an empty CSV cell, and ``—``
-in the table. CSV cells go through the app's one formula guard
+are, never recomputed (the table shows lags as people read them, ``4m 05s``);
+``None`` is JSON ``null``, an empty CSV cell, and ``—`` in the table. CSV cells go through the app's one formula guard
 (:mod:`flowpilot_analytics.csv_safety`), as the API's do.
 """
 
@@ -15,25 +15,44 @@ import os
 import tempfile
 
 from .csv_safety import neutralised
-from .durations import NO_VALUE, percent
-from .figures import ACTION_RATE, CONTRACT, COUNT, N_HANDOFFS_CLAIMED, N_HANDOFFS_WITH_ACTION, in_sections
+from .durations import NO_VALUE, human_duration, percent
+from .figures import ACTION_RATE, CONTRACT, COUNT, MEDIAN, N_HANDOFFS_CLAIMED, N_HANDOFFS_WITH_ACTION, in_sections
 
 FORMATS = ("table", "json", "csv")
 
 
 def _heading(figure):
-    return f"{figure.label} {figure.kind.unit}".strip().upper()
+    return figure.label.upper()
 
 
-# Table columns: (heading, key, align right?); the contract's counts, the action
-# rate (from the counts), then its seconds, which keep the API's three decimals.
+# Table columns: (heading, key, align right?, how a value is shown); the contract's counts, the
+# action rate (from the counts), then its lags as people read them (4m 05s; the JSON and CSV keep
+# the exact seconds).
 _TABLE_COLUMNS = (
-    ("ACCOUNT", "account", False),
-    ("ID", "account_id", True),
-    *((_heading(figure), figure.name, True) for figure in in_sections(CONTRACT) if figure.kind is COUNT),
-    (_heading(ACTION_RATE), None, True),
-    *((_heading(figure), figure.name, True) for figure in in_sections(CONTRACT) if figure.kind is not COUNT),
+    ("ACCOUNT", "account", False, str),
+    ("ID", "account_id", True, str),
+    *((_heading(figure), figure.name, True, str) for figure in in_sections(CONTRACT) if figure.kind is COUNT),
+    (_heading(ACTION_RATE), None, True, None),
+    *(
+        (_heading(figure), figure.name, True, human_duration)
+        for figure in in_sections(CONTRACT)
+        if figure.kind is not COUNT
+    ),
 )
+# With a target: the share of the handoffs with action within it.
+_TARGET_COLUMNS = (("WITHIN TARGET", "within_target_rate", True, lambda rate: f"{rate:.1%}"),)
+# With a comparison: the previous window's median, and the change of the median.
+_COMPARE_COLUMNS = (
+    ("PREVIOUS MEDIAN", f"previous_{MEDIAN.name}", True, human_duration),
+    ("MEDIAN CHANGE", f"change_{MEDIAN.name}", True, lambda change: signed_duration(change)),
+)
+
+
+def signed_duration(seconds):
+    """A change of a lag as people read it: ``+1m 05s``, ``-12s``, ``0s``."""
+    if seconds == 0:
+        return "0s"
+    return ("+" if seconds > 0 else "-") + human_duration(abs(seconds))
 
 
 def render_json(rows):
@@ -51,39 +70,55 @@ def render_csv(rows, *, fields):
     return buffer.getvalue()
 
 
-def _table_cell(row, key):
+def _table_cell(row, key, show):
     if key is None:
         return percent(row[N_HANDOFFS_WITH_ACTION.name], row[N_HANDOFFS_CLAIMED.name])
     value = row[key]
     if value is None:
         return NO_VALUE
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return show(value)
 
 
-def render_table(rows, *, period, window_start, window_end, metric_definition, clock="calendar"):
-    """Columns aligned for a terminal, under a line naming the period, its window and the clock."""
+def render_table(
+    rows,
+    *,
+    period,
+    window_start,
+    window_end,
+    metric_definition,
+    time_zone="UTC",
+    target=False,
+    compare=False,
+    clock="calendar",
+):
+    """Columns aligned for a terminal, under a line naming the period, its window (in ``time_zone``) and the clock.
+
+    Lags are shown as people read them (``4m 05s``); ``target`` adds the share
+    within the target, ``compare`` the previous window's median and its change.
+    """
     rows = list(rows)
+    columns = (*_TABLE_COLUMNS, *(_TARGET_COLUMNS if target else ()), *(_COMPARE_COLUMNS if compare else ()))
     lines = [
         f"Escalation report, period {period}: "
-        f"{window_start:%Y-%m-%d %H:%M:%S} to {window_end:%Y-%m-%d %H:%M:%S} UTC"
+        f"{window_start:%Y-%m-%d %H:%M:%S} to {window_end:%Y-%m-%d %H:%M:%S} {time_zone}"
         + ("" if clock == "calendar" else f", on the {clock} clock (business hours only)")
     ]
     if rows:
-        cells = [[heading for heading, _, _ in _TABLE_COLUMNS]]
-        cells += [[_table_cell(row, key) for _, key, _ in _TABLE_COLUMNS] for row in rows]
-        widths = [max(len(line[index]) for line in cells) for index in range(len(_TABLE_COLUMNS))]
+        cells = [[heading for heading, _, _, _ in columns]]
+        cells += [[_table_cell(row, key, show) for _, key, _, show in columns] for row in rows]
+        widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
         for line in cells:
             lines.append(
                 "  ".join(
                     cell.rjust(width) if right else cell.ljust(width)
-                    for cell, width, (_, _, right) in zip(line, widths, _TABLE_COLUMNS)
+                    for cell, width, (_, _, right, _) in zip(line, widths, columns)
                 ).rstrip()
             )
     else:
         lines.append("No accounts.")
     lines.append("")
+    if target:
+        lines.append("Within target: the share of the handoffs with action whose lag was at most the target.")
     lines.append(f"Metric: {metric_definition}")
     return "\n".join(lines) + "\n"
 

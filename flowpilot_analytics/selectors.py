@@ -156,7 +156,7 @@ def empty_figures(*, now=None, target_seconds=None):
     return summarize(Lags(), Context(now=now, target_seconds=target_seconds))
 
 
-def escalation_trend(*, account, window, interval, now=None, clock=None):
+def escalation_trend(*, account, window, interval, now=None, target_seconds=None, clock=None):
     """The figures of each local day or week of the window: ``[(range_start, range_end, Figures)]``.
 
     One query whatever the number of buckets; buckets without handoffs have zero
@@ -168,9 +168,11 @@ def escalation_trend(*, account, window, interval, now=None, clock=None):
     by_bucket = aggregate(
         handoffs_in_window(account=account, window=window),
         grouping=Grouping(bucket_edges=tuple(edges)),
-        context=Context(now=now, clock=clock_choice(clock, [account]).for_window(window, now=now)),
+        context=Context(
+            now=now, target_seconds=target_seconds, clock=clock_choice(clock, [account]).for_window(window, now=now)
+        ),
     )
-    empty = empty_figures(now=now)
+    empty = empty_figures(now=now, target_seconds=target_seconds)
     return [
         (start, end, by_bucket.get(index, empty)) for index, (start, end) in enumerate(zip(edges, edges[1:]))
     ]

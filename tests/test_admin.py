@@ -109,6 +109,17 @@ def test_widget_shows_each_accounts_figures_for_every_period(admin_client, three
 
 
 @pytest.mark.core
+def test_widget_charts_have_dates_on_the_axis_and_counts_in_the_tooltips(admin_client, three_accounts):
+    content = admin_client.get(WIDGET_URL).content.decode()
+    today = timezone.now().date()
+    first = today - timedelta(days=29)
+    assert f'class="fp-date"' in content
+    assert f">{first.day} {first:%b}</text>" in content and f">{today.day} {today:%b}</text>" in content
+    # acme's two claims with action this week: each day's dot says how many handoffs it rests on.
+    assert content.count(" handoff with action</title>") >= 2
+
+
+@pytest.mark.core
 def test_widget_figures_are_the_apis(admin_client, three_accounts, api_client, member, labels):
     acme = labels[0]
     page = widget(admin_client.get(WIDGET_URL))
@@ -280,3 +291,35 @@ def test_timestamps_are_read_only(admin_client, account):
         add = admin_client.get(f"/admin/flowpilot_analytics/{model}/add/")
         assert add.status_code == 200
         assert "created_at" not in add.context["adminform"].form.fields
+
+
+HANDOFFS_ADMIN = "/admin/flowpilot_analytics/sessionhandoff/"
+
+
+def test_handoff_changelist_sorts_by_lag_and_filters_the_claims_without_action(admin_client, account):
+    now = timezone.now()
+    slow = claimed_handoff(account, claimed_at=now - timedelta(hours=1), lag=900)
+    fast = claimed_handoff(account, claimed_at=now - timedelta(hours=2), lag=5)
+    waiting = claimed_handoff(account, claimed_at=now - timedelta(hours=3))
+    unclaimed = SessionHandoffFactory(session=fast.session, claimed_at=None)
+    lag_column = admin_client.get(HANDOFFS_ADMIN).context["cl"].list_display.index("seconds_to_first_action")
+
+    def ids(**params):
+        return [handoff.pk for handoff in admin_client.get(HANDOFFS_ADMIN, params).context["cl"].result_list]
+
+    # Going up: the fastest first; a handoff without action counts as the longest.
+    up = ids(o=str(lag_column))
+    assert up[:2] == [fast.pk, slow.pk] and set(up[2:]) == {waiting.pk, unclaimed.pk}
+    assert ids(o=f"-{lag_column}")[-2:] == [slow.pk, fast.pk]
+    assert ids(first_action="none") == [waiting.pk]
+    assert set(ids(first_action="acted")) == {slow.pk, fast.pk}
+    assert ids(claimed_at__isempty="1") == [unclaimed.pk]
+
+
+def test_handoff_changelist_filters_have_distinct_titles(admin_client, account, other_account):
+    claimed_handoff(account, claimed_at=timezone.now() - timedelta(hours=1), lag=5)
+    claimed_handoff(other_account, claimed_at=timezone.now() - timedelta(hours=1), lag=5)
+    response = admin_client.get(HANDOFFS_ADMIN)
+    titles = [str(spec.title) for spec in response.context["cl"].filter_specs]
+    assert titles == ["account", "claim", "first action", "claim date"]
+    assert "no action yet" in response.content.decode()

@@ -125,9 +125,36 @@ def test_user_without_membership_is_denied_403(api_client, account):
     assert api_client.get(URL).status_code == 403
 
 
-def test_staff_without_membership_is_denied_403(api_client, account):
+def test_staff_without_membership_is_denied_403_as_a_member_of_no_account(api_client, account):
     api_client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
-    assert api_client.get(URL).status_code == 403
+    response = api_client.get(URL)
+    assert response.status_code == 403
+    detail = response.json()["detail"]
+    assert "not a member of any account" in detail
+    assert "role" not in detail.lower()
+
+
+def test_a_viewer_is_told_about_their_role(api_client, member):
+    api_client.force_authenticate(member(Role.VIEWER))
+    assert "role in this account" in api_client.get(URL).json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("header", "said"),
+    [
+        ("Bearer abc123", 'The Authorization scheme "Bearer" is not accepted'),
+        ("abc123", "The Authorization header has no scheme"),
+        ("Basic dXNlcjpwYXNz", 'The Authorization scheme "Basic" is not accepted'),
+    ],
+)
+def test_a_wrong_authentication_scheme_is_a_401_saying_which_to_use(api_client, member, header, said):
+    key = Token.objects.create(user=member(Role.ENGINEER)).key
+    response = api_client.get(URL, HTTP_AUTHORIZATION=header.replace("abc123", key))
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+    detail = response.json()["detail"]
+    assert detail.startswith(said)
+    assert detail.endswith('use "Authorization: Token <key>".')
 
 
 def test_several_memberships_without_account_is_400(api_client, member, account, other_account):
@@ -165,11 +192,51 @@ def test_account_of_which_user_is_not_a_member_is_404_like_a_missing_one(
     assert foreign.json() == missing.json()
 
 
-@pytest.mark.parametrize("value", ["abc", "", "-1", "0", "1.5", "1e3", str(2**63), str(10**30)])
+@pytest.mark.parametrize("value", ["a b", "", "-1", "-abc", "0", "1.5", "x" * 101, str(2**63), str(10**30)])
 def test_malformed_account_is_400_naming_the_field(engineer_client, value):
     response = engineer_client.get(URL, {"account": value})
     assert response.status_code == 400
     assert "account" in response.json()
+
+
+def test_the_account_may_be_named_by_its_slug_where_accounts_have_one(api_client, member, account, other_account):
+    claimed_handoff(account, claimed_at=timezone.now() - timedelta(days=1), lag=10)
+    user = member(Role.ENGINEER, account=account)
+    member(Role.ENGINEER, account=other_account, user=user)
+    api_client.force_authenticate(user)
+    window = {"start": "2026-01-01", "end": "2026-02-01"}
+    by_id = api_client.get(URL, {"account": account.pk, **window})
+
+    by_slug = api_client.get(URL, {"account": "acme", **window})
+
+    if MODELS.has_slugs:
+        assert by_slug.status_code == 200, by_slug.content
+        assert by_slug.json() == by_id.json()
+        assert api_client.get(URL, {"account": "ACME"}).status_code == 404  # exact, as a slug is
+    else:  # a host's organisations without a slug field (FIELDS["account.slug"] = None): ids only
+        assert by_slug.status_code == 400
+        assert "no slug" in by_slug.json()["account"][0]
+
+
+def test_an_unknown_or_foreign_slug_is_the_404_of_a_foreign_id(engineer_client, account, other_account):
+    if not MODELS.has_slugs:
+        pytest.skip("a host's accounts without slugs take ids only")
+    foreign_id = engineer_client.get(URL, {"account": other_account.pk})
+    foreign_slug = engineer_client.get(URL, {"account": "globex"})
+    unknown_slug = engineer_client.get(URL, {"account": "no-such-account"})
+
+    assert foreign_id.status_code == foreign_slug.status_code == unknown_slug.status_code == 404
+    assert foreign_id.json() == foreign_slug.json() == unknown_slug.json()
+
+
+def test_an_account_slug_of_digits_only_is_named_by_its_id(api_client, member):
+    if not MODELS.has_slugs:
+        pytest.skip("a host's accounts without slugs take ids only")
+    digits = MODELS.account(name="Numbers Inc", slug="2024")
+    api_client.force_authenticate(member(Role.ENGINEER, account=digits))
+    assert api_client.get(URL, {"account": digits.pk}).status_code == 200
+    # "2024" is an id: not this account's (unless its id happens to be 2024).
+    assert api_client.get(URL, {"account": "2024"}).status_code == (200 if digits.pk == 2024 else 404)
 
 
 def test_repeated_account_is_400(engineer_client, account):

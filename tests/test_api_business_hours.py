@@ -347,3 +347,39 @@ def test_the_report_refuses_business_for_an_account_without_a_calendar(account, 
         report("--clock", "business")
     with pytest.raises(CommandError):
         report("--clock", "Business")
+
+
+# --- Issue 14's faces on the business clock ---------------------------------------------------
+
+
+def test_the_trend_rows_action_rate_and_target_share_follow_the_clock(engineer_client, office):
+    # 600 s and 0 s on the business clock (63 h 10 min and 29 h on the calendar clock): a 400 s
+    # target holds one of the two on the business clock, none on the calendar clock.
+    query = {**WINDOW, "interval": "week", "target_seconds": "400"}
+    business = engineer_client.get(BASE + "/trend", {**query, "clock": "business"})
+    calendar = engineer_client.get(BASE + "/trend", query)
+    assert business.status_code == calendar.status_code == 200, business.content
+    assert business.json()["clock"] == "business"
+    [week, _] = business.json()["buckets"]
+    assert (week["n_handoffs_with_action"], week["action_rate"]) == (2, 1.0)
+    assert (week["n_handoffs_within_target"], week["within_target_rate"]) == (1, 0.5)
+    [calendar_week, _] = calendar.json()["buckets"]
+    assert (calendar_week["n_handoffs_within_target"], calendar_week["within_target_rate"]) == (0, 0.0)
+
+
+def test_the_report_takes_the_clock_with_the_apis_window_options(account, other_account):
+    from django.core.management.base import CommandError
+
+    json = business_office_now(account)
+    label = MODELS.label(account)
+    options = ("--account", label, "--period", "30d", "--target-seconds", "400", "--compare", "previous")
+    [row] = json.loads(report(*options, "--clock", "business", "--format", "json"))
+    assert (row["clock"], row["avg_seconds_to_first_action"]) == ("business", 300.0)
+    assert (row["n_handoffs_within_target"], row["previous_n_handoffs_claimed"]) == (1, 0)
+    [calendar] = json.loads(report(*options, "--format", "json"))
+    assert (calendar["clock"], calendar["n_handoffs_within_target"]) == ("calendar", 0)
+    table = report(*options, "--clock", "business")
+    assert "target 6m 40s, compared with the window before" in table and "on the business clock" in table
+    # The API's serializer validates the clock with the other options: one message names each option.
+    with pytest.raises(CommandError, match=r"--end: .*"):
+        report("--account", label, "--start", "2026-11-01", "--clock", "business")

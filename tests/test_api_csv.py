@@ -79,9 +79,11 @@ def test_by_engineer_csv_escapes_commas_quotes_newlines_non_ascii_and_formulas(
     assert '"Zoë Ångström, ""Ali"""' in raw  # quoted, quotes doubled
     assert "\r\n" in raw
     envelope = {name: value for name, value in body.items() if name != "engineers"}
-    for row, engineer in zip(rows, body["engineers"]):
+    for index, (row, engineer) in enumerate(zip(rows, body["engineers"])):
         expected_row = {name: cell(value) for name, value in flat({**envelope, **engineer}).items()}
         expected_row["engineer_name"] = row["engineer_name"]  # checked above, with its formula guard
+        if index:  # the definition is on the first line only
+            expected_row["metric_definition"] = ""
         assert row == expected_row
 
 
@@ -107,8 +109,10 @@ def test_the_handoffs_csv_streams_every_row_without_pages(api_client, account, t
     assert len(rows) == len(body["results"]) == 8
     envelope = {name: body[name] for name in body if name not in ("results", "next", "next_cursor")}
     assert [row["handoff_id"] for row in rows] == [str(row["handoff_id"]) for row in body["results"]]
-    for row, item in zip(rows, body["results"]):
+    for index, (row, item) in enumerate(zip(rows, body["results"])):
         expected_row = {name: cell(value) for name, value in flat({**envelope, **item}).items()}
+        if index:  # the definition is on the first line only
+            expected_row["metric_definition"] = ""
         if item["claimed_by_name"].startswith("="):
             expected_row["claimed_by_name"] = "'" + item["claimed_by_name"]
         assert row == expected_row
@@ -182,3 +186,33 @@ def test_the_file_name_is_rfc_6266_for_any_slug(api_client, account, member, slu
     assert DISPOSITION.fullmatch(streamed["Content-Disposition"])["ascii"] == fallback.replace(
         "escalations-", "escalations-handoffs-"
     )
+
+
+@pytest.mark.parametrize("url", [URL, TREND, BY_ENGINEER, HANDOFFS])
+def test_every_csv_starts_with_a_utf8_byte_order_mark_so_excel_reads_it_as_utf8(api_client, team, url):
+    response = as_user(api_client, team["admin"]).get(url, {"format": "csv"})
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    assert content.startswith(b"\xef\xbb\xbfperiod,")
+    # As pandas.read_csv and Python's utf-8-sig read it: the first column is "period", the
+    # definition's em dash intact.
+    text = content.decode("utf-8-sig")
+    assert text.startswith("period,") and "\u2014" in text
+
+
+@pytest.mark.parametrize("url", [TREND, BY_ENGINEER, HANDOFFS])
+def test_a_list_csv_carries_the_definition_once_unless_asked_on_every_row(api_client, team, frozen_clock, url):
+    client = as_user(api_client, team["admin"])
+    first, *others = parse_csv(client.get(url, {"format": "csv"}))
+    assert first["metric_definition"].startswith("elapsed_seconds(")
+    assert others and all(row["metric_definition"] == "" for row in others)
+
+    every = parse_csv(client.get(url, {"format": "csv", "definition": "every_row"}))
+    assert len({row["metric_definition"] for row in every}) == 1
+    assert every[-1]["metric_definition"] == first["metric_definition"]
+    assert parse_csv(client.get(url, {"format": "csv", "definition": "first_row"}))[1]["metric_definition"] == ""
+
+
+@pytest.mark.parametrize("params", [{"definition": "every_row"}, {"definition": "all", "format": "csv"}])
+def test_definition_outside_a_csv_or_of_an_unknown_kind_is_a_400(api_client, team, params):
+    response = as_user(api_client, team["admin"]).get(TREND, params)
+    assert response.status_code == 400 and list(response.json()) == ["definition"]

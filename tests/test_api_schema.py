@@ -37,10 +37,14 @@ def test_the_schema_documents_period_as_an_enum_and_every_error(client):
     body, get = operation(client)
 
     assert body["openapi"].startswith("3.")
-    assert set(body["paths"]) == {URL, URL + "/trend", URL + "/by-engineer", URL + "/handoffs"}
+    accounts = URL.replace("escalations", "accounts")
+    assert set(body["paths"]) == {URL, URL + "/trend", URL + "/by-engineer", URL + "/handoffs", accounts}
     for path in body["paths"].values():
         assert set(path) == {"get"}, "read-only: no write operation is documented"
-        get = path["get"]
+    # The list of one's accounts has no window, no account to name and no 404.
+    assert set(body["paths"][accounts]["get"]["responses"]) == {"200"} | ERROR_STATUSES - {"404"}
+    for url in (URL, URL + "/trend", URL + "/by-engineer", URL + "/handoffs"):
+        get = body["paths"][url]["get"]
         period = next(parameter for parameter in get["parameters"] if parameter["name"] == "period")
         assert sorted(period["schema"]["enum"]) == ["30d", "7d", "90d"]
         assert period["schema"]["default"] == "30d"
@@ -186,6 +190,8 @@ TARGET_FIGURES = [
     ("within_target_rate", "number:double|null"),
 ]
 PINNED_COMPONENTS = {
+    "Account": [("id", "integer"), ("slug", "string|null"), ("name", "string"), ("role", "RoleEnum")],
+    "AccountsOutput": [("accounts", "[Account]")],
     "AccountNotFound": [("account", "string")],
     "Change": [
         ("n_handoffs_claimed", "integer|null"), ("n_handoffs_with_action", "integer|null"),
@@ -224,7 +230,10 @@ PINNED_COMPONENTS = {
         ("first_action_at", "string:date-time|null"), ("seconds_to_first_action", "number:double|null"),
     ],
     "PreviousWindow": [*WINDOW, *CONTRACT_FIGURES, *MORE_FIGURES, *TARGET_FIGURES],
-    "TrendBucket": [("range_start", "string:date-time"), ("range_end", "string:date-time"), *CONTRACT_FIGURES],
+    "TrendBucket": [
+        ("range_start", "string:date-time"), ("range_end", "string:date-time"), *CONTRACT_FIGURES,
+        ("action_rate", "number:double|null"), *TARGET_FIGURES,
+    ],
 }
 PINNED_ENUMS = {
     "ClockEnum": ["calendar", "business"],
@@ -232,6 +241,7 @@ PINNED_ENUMS = {
     "IntervalEnum": ["day", "week"],
     "OrderingEnum": ["-claimed_at", "claimed_at", "-seconds_to_first_action", "seconds_to_first_action"],
     "PeriodEnum": ["7d", "30d", "90d", "custom"],
+    "RoleEnum": ["viewer", "engineer", "admin"],
 }
 
 

@@ -50,8 +50,13 @@ def test_daily_buckets_with_empty_days_present(engineer_client, account):
         "avg_seconds_to_first_action": None,
         "median_seconds_to_first_action": None,
         "p95_seconds_to_first_action": None,
+        "action_rate": None,
+        "target_seconds": None,
+        "n_handoffs_within_target": None,
+        "within_target_rate": None,
     }
     assert (third["n_handoffs_claimed"], third["n_handoffs_with_action"]) == (2, 1)
+    assert (first["action_rate"], third["action_rate"]) == (1.0, 0.5)
 
 
 def test_bucket_counts_add_up_to_the_summary(engineer_client, account):
@@ -159,3 +164,28 @@ def test_a_wrong_choice_names_the_allowed_values(engineer_client, params, allowe
     url = URL if "interval" in params else SUMMARY_URL
     [message] = engineer_client.get(url, params).json()[next(iter(params))]
     assert allowed in message
+
+
+def test_each_row_carries_its_action_rate_and_with_a_target_its_share_within_it(engineer_client, account):
+    for hour, lag in [(9, 10), (10, 30), (11, 400), (12, None)]:
+        claimed_handoff(account, claimed_at=datetime(2026, 3, 1, hour, tzinfo=UTC), lag=lag)
+    claimed_handoff(account, claimed_at=datetime(2026, 3, 2, 9, tzinfo=UTC), lag=301)
+
+    first, second = get(engineer_client, start="2026-03-01", end="2026-03-03", target_seconds="300")["buckets"]
+
+    assert (first["action_rate"], second["action_rate"]) == (0.75, 1.0)
+    assert (first["target_seconds"], first["n_handoffs_within_target"], first["within_target_rate"]) == (
+        300.0, 2, 0.6667
+    )
+    assert (second["n_handoffs_within_target"], second["within_target_rate"]) == (0, 0.0)
+    summary = get(engineer_client, URL.removesuffix("/trend"), start="2026-03-01", end="2026-03-03",
+                  target_seconds="300")
+    assert summary["n_handoffs_within_target"] == first["n_handoffs_within_target"] + second[
+        "n_handoffs_within_target"]
+
+
+@pytest.mark.parametrize("params", [{"target_seconds": "-1"}, {"target_seconds": "nan"}, {"compare": "previous"}])
+def test_a_bad_target_or_a_comparison_is_refused_not_ignored(engineer_client, params):
+    response = engineer_client.get(URL, params)
+    assert response.status_code == 400
+    assert list(response.json()) == list(params)

@@ -8,7 +8,7 @@ from django.utils import timezone as django_timezone
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.access import Role
 from flowpilot_analytics.stats import LAG_BUCKETS
-from tests.builders import claimed_handoff
+from tests.builders import BAD_QUERIES, claimed_handoff
 
 pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
@@ -128,27 +128,6 @@ def test_compare_previous_of_a_period_does_not_count_the_shared_edge_twice(engin
     assert body["change"]["median_seconds_to_first_action"] is None
 
 
-BAD_QUERIES = [
-    ({"period": "7d", "start": "2026-03-01", "end": "2026-03-02"}, "period"),
-    ({"period": "7d", "end": "2026-03-02"}, "period"),
-    ({"start": "2026-03-01"}, "end"),
-    ({"end": "2026-03-01"}, "start"),
-    ({"start": "01/03/2026", "end": "2026-03-02"}, "start"),
-    ({"start": "2026-02-30", "end": "2026-03-02"}, "start"),
-    ({"start": "2026-03-01", "end": "tomorrow"}, "end"),
-    ({"start": "", "end": "2026-03-02"}, "start"),
-    ({"start": "2026-03-02", "end": "2026-03-01"}, "end"),
-    ({"start": "2026-03-01", "end": "2026-03-01"}, "end"),
-    ({"start": "2025-01-01", "end": "2026-01-03"}, "end"),
-    ({"start": "2026-03-01", "end": "2026-03-02", "time_zone": "Mars/Olympus"}, "time_zone"),
-    ({"time_zone": ""}, "time_zone"),
-    ({"target_seconds": "abc"}, "target_seconds"),
-    ({"target_seconds": "-1"}, "target_seconds"),
-    ({"target_seconds": "nan"}, "target_seconds"),
-    ({"target_seconds": "inf"}, "target_seconds"),
-    ({"target_seconds": "1e12"}, "target_seconds"),
-    ({"compare": "next"}, "compare"),
-]
 
 
 @pytest.mark.parametrize(("params", "field"), BAD_QUERIES)

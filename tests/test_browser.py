@@ -384,3 +384,50 @@ def test_the_dashboard_in_chromium_for_an_engineer_and_an_admin(live_server, fro
                 tmp_path / f"dashboard-{width}.png",
                 Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / f"dashboard-{width}.png",
             )
+
+
+# --- The admin's handoff list and the summary widget: fitted to their widths -----------------------------
+
+
+def fits(browser, width):
+    """The page's width at ``width`` pixels: no horizontal scrolling."""
+    browser.set_window_size(width, 1000)
+    scroll_width, inner_width = browser.execute_script(
+        "return [document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert scroll_width <= inner_width, f"horizontal scrolling at {width}px: {scroll_width} > {inner_width}"
+
+
+def test_the_admins_handoff_list_fits_1366_and_the_widget_800_pixels(live_server, frozen_now, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    seed_demo(now=frozen_now)
+    browser.set_window_size(1366, 1000)
+    log_in(browser, f"{live_server.url}/admin/", "staff", then="#content-main")
+
+    browser.get(f"{live_server.url}/admin/flowpilot_analytics/sessionhandoff/?first_action=acted&o=-7")
+    fits(browser, 1366)
+    # The list itself too: Django lets a wide one scroll inside its box, hiding the last columns.
+    table_width, box_width = browser.execute_script(
+        "const box = document.querySelector('#changelist .results');"
+        "return [document.getElementById('result_list').scrollWidth, box.clientWidth]"
+    )
+    assert table_width <= box_width, f"the handoff list is {table_width}px wide in {box_width}px"
+    filters = [title.text for title in browser.find_elements(By.CSS_SELECTOR, "#changelist-filter details summary")]
+    assert len(filters) == len(set(filters)) == 4, filters
+    selected = [choice.text for choice in browser.find_elements(By.CSS_SELECTOR, "#changelist-filter li.selected a")]
+    assert "acted on" in selected, selected
+    assert browser.find_element(By.CSS_SELECTOR, "th.sorted.column-seconds_to_first_action")
+    browser.save_screenshot(str(tmp_path / "admin-handoffs-1366.png"))
+
+    browser.get(f"{live_server.url}/admin/flowpilot_analytics/escalationsummarypage/")
+    fits(browser, 800)
+    chart = browser.find_element(By.CSS_SELECTOR, "#escalation-summary svg.fp-chart")
+    dates = [label.text for label in chart.find_elements(By.CSS_SELECTOR, "text.fp-date")]
+    assert len(dates) == 3 and all(re.fullmatch(r"\d{1,2} [A-Z][a-z]{2}", label) for label in dates), dates
+    tooltips = [title.get_attribute("textContent") for title in chart.find_elements(By.CSS_SELECTOR, "circle title")]
+    assert tooltips and all(re.search(r", \d+ handoffs? with action$", text) for text in tooltips), tooltips[:3]
+    browser.save_screenshot(str(tmp_path / "admin-widget-800.png"))
+    if os.environ.get("FLOWPILOT_SCREENSHOT_DIR"):
+        for name in ("admin-handoffs-1366.png", "admin-widget-800.png"):
+            shutil.copy(tmp_path / name, Path(os.environ["FLOWPILOT_SCREENSHOT_DIR"]) / name)

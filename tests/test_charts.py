@@ -219,3 +219,18 @@ def test_the_distribution_writes_each_bucket_its_count_and_share():
     nothing = [DistributionBar("under 1 min", 0)]
     empty = parse(distribution_chart_svg(nothing, chart_id="e", title="x", description="y"))
     assert texts(empty, "fp-bucket-count") == ["0 (\u2014)"]
+
+
+def test_a_dated_sparkline_has_dates_on_its_axis_and_counts_in_its_tooltips():
+    from datetime import date as _date
+
+    dates = [_date(2026, 11, 8 + index) for index in range(3)]
+    root = parse(daily_series_svg([10.0, None, 65.0], label="x", dates=dates, counts=[1, 0, 12]))
+    labels = [text.text for text in root.iter(f"{SVG}text") if text.get("class") == "fp-date"]
+    assert labels == ["8 Nov", "9 Nov", "10 Nov"]
+    tooltips = [circle.find(f"{SVG}title").text for circle in root.iter(f"{SVG}circle")]
+    assert tooltips == [
+        "8 Nov 2026 (2\u20133 days ago): 10s, 1 handoff with action",
+        "10 Nov 2026 (last 24 h): 1m 05s, 12 handoffs with action",
+    ]
+    assert root.get("height") == "68"  # the dates' line below the plot

@@ -26,9 +26,8 @@ from flowpilot_analytics.access import Role
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.factories import UserFactory
 from flowpilot_analytics.selectors import escalation_metrics
-from tests.builders import BY_ENGINEER, HANDOFFS, TREND, URL, claimed_handoff
+from tests.builders import BAD_QUERIES, BY_ENGINEER, HANDOFFS, TREND, URL, claimed_handoff
 from tests.model_sets import MODELS
-from tests.test_api_windows import BAD_QUERIES
 
 pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
@@ -159,7 +158,24 @@ def test_a_foreign_or_unknown_account_is_the_same_404(logged_in, member, account
     assert f'href="{PAGE}?account={account.pk}"' in foreign.content.decode()
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", str(2**63)])
+def test_the_account_may_be_named_by_its_slug_and_a_foreign_slug_is_the_foreign_ids_404(
+    logged_in, member, account, other_account
+):
+    if not MODELS.has_slugs:
+        pytest.skip("a host's accounts without slugs take ids only")
+    user = member(Role.ENGINEER)
+    member(Role.ENGINEER, account=other_account, user=user)
+    client = logged_in(user)
+    window = {"start": "2026-01-01", "end": "2026-02-01"}
+    by_slug = page(client, account="acme", **window).content.decode()
+    assert "Acme MSP" in by_slug and "Globex" not in by_slug
+    assert page(client, 200, account="globex", **window).content.decode().count("Globex IT") > 0
+    foreign = MODELS.account(name="Initech", slug="initech")
+    assert page(client, 404, account="initech").content == page(client, 404, account=foreign.pk).content
+    assert page(client, 404, account="nobody").content == page(client, 404, account=foreign.pk).content
+
+
+@pytest.mark.parametrize("value", ["a.b", "0", "-3", "1.5", str(2**63)])
 def test_a_malformed_account_is_a_400_saying_so_as_the_api_does(logged_in, member, value):
     client = logged_in(member(Role.ENGINEER))
     response = page(client, 400, account=value)
@@ -664,3 +680,12 @@ def test_the_demos_landing_page_links_every_face_and_lists_the_demo_logins(clien
     for login in logins:
         assert f"<code>{login.username}</code>" in content
     assert DEMO_PASSWORD in content
+
+
+@pytest.mark.parametrize("params", [{"perod": "7d"}, {"target_seconds": "60"}, {"compare": "previous"}])
+def test_a_parameter_the_page_does_not_read_is_a_400_naming_it_not_ignored(logged_in, member, params):
+    client = logged_in(member(Role.ENGINEER))
+    response = page(client, 400, **params)
+    [name] = params
+    assert f'Unknown parameter "{name}"' in html.unescape(response.content.decode())
+    assert 'id="fp-cards"' not in response.content.decode()

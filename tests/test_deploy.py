@@ -160,3 +160,23 @@ def test_the_login_cookies_are_secure(production_https, client, django_user_mode
     assert response.status_code == 302
     assert response.cookies["sessionid"]["secure"] is True
     assert response.cookies["csrftoken"]["secure"] is True
+
+
+@pytest.mark.parametrize("logger", ["django.request", "django.server", "flowpilot_analytics.api.bases"])
+def test_make_run_prints_each_log_line_once(logger):
+    # As `make run` configures logging (debug on): Django's "django" handler and the root's
+    # console handler used to print every django.* line twice.
+    script = (
+        "import logging, django; django.setup(); "
+        f"logging.getLogger({logger!r}).warning('one line, printed once')"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stderr.count("one line, printed once") == 1, result.stderr

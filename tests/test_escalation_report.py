@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -130,7 +131,8 @@ def test_table_for_every_account_is_aligned(three_accounts):
     assert lines[0].startswith("Escalation report, period 7d: ")
     assert lines[1].split()[0] == "ACCOUNT"
     assert [line.split()[0] for line in lines[2:5]] == labels(three_accounts)
-    assert lines[2].split()[2:] == ["3", "2", "66.6%", "137.560", "137.560", "234.364"]
+    # Lags as people read them: 137.56 s is 2m 18s (the JSON and CSV keep the seconds).
+    assert lines[2].split()[2:] == ["3", "2", "66.6%", "2m", "18s", "2m", "18s", "3m", "54s"]
     assert lines[4].split()[2:] == ["0", "0", "\u2014", "\u2014", "\u2014", "\u2014"]
     assert len({len(line) for line in lines[1:5]}) == 1
     assert lines[-1] == f"Metric: {METRIC_DEFINITION}"
@@ -154,10 +156,12 @@ def test_accounts_by_slug_or_id_repeated_or_listed_keep_their_order_once_each(th
     assert [row["account"] for row in rows] == ["zeta", "acme", "globex"]
 
 
-def test_output_file_gets_the_report_and_stdout_stays_empty(three_accounts, tmp_path):
+def test_output_file_gets_the_report_and_says_what_it_wrote(three_accounts, tmp_path):
     target = tmp_path / "report.json"
     out, err = report("--format", "json", "--output", str(target))
-    assert out == err == ""
+    assert out == ""
+    assert err == f"Wrote 3 accounts (json, 30d) to {target}.\n"
+    assert report("--format", "json", "--output", str(target), "--verbosity", "0") == ("", "")
     assert [row["account"] for row in json.loads(target.read_text(encoding="utf-8"))] == labels(three_accounts)
     assert os.listdir(tmp_path) == ["report.json"]
 
@@ -272,3 +276,64 @@ def test_no_progress_when_piped_redirected_or_quiet(many_accounts, stdout, stder
 
 def test_no_progress_for_a_few_accounts(three_accounts):
     assert report(stdout=Terminal(), stderr=Terminal())[1] == ""
+
+
+# The API's window options, validated as the API validates them.
+
+
+def test_start_end_time_zone_and_target_give_the_apis_figures(three_accounts, api_client, member):
+    acme = three_accounts[0]
+    now = timezone.now()
+    start, end = (now - timedelta(days=5)).date().isoformat(), (now + timedelta(days=1)).date().isoformat()
+    window = {"start": start, "end": end, "time_zone": "Europe/Paris", "target_seconds": "60"}
+    rows = json.loads(report("--account", MODELS.label(acme), "--start", start, "--end", end,
+                             "--time-zone", "Europe/Paris", "--target-seconds", "60", "--format", "json")[0])
+    api_client.force_authenticate(member(Role.ENGINEER, account=acme))
+    body = api_client.get(URL, window).json()
+    [row] = rows
+    assert row["period"] == "custom"
+    assert (row["window_start"], row["window_end"]) == (body["window_start"], body["window_end"])
+    for field in (*CONTRACT_FIELDS, "target_seconds", "n_handoffs_within_target", "within_target_rate"):
+        assert row[field] == body[field], field
+    assert row["n_handoffs_within_target"] == 1
+
+
+def test_compare_previous_adds_the_window_before_and_the_changes(three_accounts, api_client, member):
+    acme = three_accounts[0]
+    [row] = json.loads(report("--account", MODELS.label(acme), "--period", "7d", "--compare", "previous",
+                              "--format", "json")[0])
+    api_client.force_authenticate(member(Role.ENGINEER, account=acme))
+    body = api_client.get(URL, {"period": "7d", "compare": "previous"}).json()
+    for field in CONTRACT_FIELDS - {"period", "metric_definition"}:
+        assert row[f"previous_{field}"] == body["previous"][field], field
+        assert row[f"change_{field}"] == body["change"][field], field
+
+    table = report("--account", MODELS.label(acme), "--period", "7d", "--compare", "previous")[0]
+    assert "PREVIOUS MEDIAN" in table.splitlines()[1] and "MEDIAN CHANGE" in table.splitlines()[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2026-03-01"], "--end: Give start and end together."),
+        (["--period", "7d", "--start", "2026-03-01", "--end", "2026-03-02"], "--period: Give either --period or --start and --end"),
+        (["--start", "2026-03-02", "--end", "2026-03-01"], "--end: "),
+        (["--start", "01/03/2026", "--end", "2026-03-02"], "--start: Enter an ISO 8601 date"),
+        (["--start", "2025-01-01", "--end", "2026-01-03"], "--end: "),
+        (["--time-zone", "Mars/Olympus"], "--time-zone: \"Mars/Olympus\" is not an IANA time zone"),
+        (["--target-seconds", "-1"], "--target-seconds: "),
+        (["--target-seconds", "inf"], "--target-seconds: "),
+        (["--target-seconds", "soon"], "--target-seconds: A valid number is required."),
+        (["--compare", "next"], "argument --compare: invalid choice: 'next'"),
+    ],
+)
+def test_bad_window_options_are_a_command_error_naming_the_option(three_accounts, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        report(*args)
+
+
+def test_a_csv_file_starts_with_the_byte_order_mark_stdout_does_not(three_accounts, tmp_path):
+    target = tmp_path / "report.csv"
+    report("--format", "csv", "--output", str(target))
+    assert target.read_bytes().startswith(b"\xef\xbb\xbfaccount,")
+    assert report("--format", "csv")[0].startswith("account,")

@@ -59,7 +59,9 @@ def test_each_answer_carries_the_spec_figures_in_response_order():
 
     assert figure_fields(EscalationMetricsOutputSerializer()) == names(RESPONSE_ORDER)
     assert figure_fields(EngineerFiguresSerializer()) == [f.name for f in RESPONSE_ORDER if f.section != TARGET]
-    assert figure_fields(TrendBucketSerializer()) == names(in_sections(CONTRACT))
+    assert figure_fields(TrendBucketSerializer()) == names(in_sections(CONTRACT)) + [
+        "action_rate", "target_seconds", "n_handoffs_within_target", "within_target_rate"
+    ]
     assert list(ChangeSerializer().fields) == names(COMPARED)
     assert report_fields()[4:-1] == names(in_sections(CONTRACT))
     assert [field.name for field in Figures.__dataclass_fields__.values()] == names(RESPONSE_ORDER)
@@ -86,7 +88,7 @@ def test_the_report_table_is_headed_by_the_figures_labels():
     row = {"account": "a", "account_id": 1, **{name: None for name in names(in_sections(CONTRACT))}}
     row.update(n_handoffs_claimed=0, n_handoffs_with_action=0)
     heading = render_table([row], period="7d", metric_definition="d", **window).splitlines()[1]
-    assert heading.split() == "ACCOUNT ID CLAIMED WITH ACTION ACTION RATE AVG S MEDIAN S P95 S".split()
+    assert heading.split() == "ACCOUNT ID CLAIMED WITH ACTION ACTION RATE AVG MEDIAN P95".split()
 
 
 @pytest.mark.parametrize("module", ["flowpilot_analytics.figures", "flowpilot_analytics.stats"])

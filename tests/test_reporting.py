@@ -53,7 +53,7 @@ def test_csv_has_a_header_and_empty_cells_for_nulls():
     assert render_csv([], fields=FIELDS) == ",".join(FIELDS) + "\n"
 
 
-def test_table_is_aligned_with_rates_and_three_decimals():
+def test_table_is_aligned_with_rates_and_durations_as_people_read_them():
     text = render_table(
         ROWS,
         period="7d",
@@ -72,13 +72,11 @@ def test_table_is_aligned_with_rates_and_three_decimals():
         "ACTION",
         "RATE",
         "AVG",
-        "S",
         "MEDIAN",
-        "S",
         "P95",
-        "S",
     ]
-    assert lines[2].split() == ["northwind", "1", "1237", "1107", "89.4%", "232.296", "61.642", "633.000"]
+    # Lags as people read them; the JSON and CSV keep the exact seconds.
+    assert lines[2].split() == ["northwind", "1", "1237", "1107", "89.4%", "3m", "52s", "1m", "02s", "10m", "33s"]
     assert lines[3].split() == ["a", "12", "0", "0", "\u2014", "\u2014", "\u2014", "\u2014"]
     # Right-aligned numbers: every row's columns end at the same place.
     assert len(lines[1]) == len(lines[2]) == len(lines[3])
@@ -125,3 +123,22 @@ def test_write_atomically_into_a_missing_directory_fails_and_creates_nothing(tmp
     with pytest.raises(FileNotFoundError):
         write_atomically(tmp_path / "missing" / "report.json", "x")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_target_and_a_comparison_add_their_columns_and_the_table_names_its_time_zone():
+    row = {**ROWS[0], "within_target_rate": 0.8795, "previous_median_seconds_to_first_action": 126.5,
+           "change_median_seconds_to_first_action": -64.858}
+    text = render_table(
+        [row],
+        period="custom",
+        window_start=datetime(2026, 6, 8, 2, tzinfo=timezone.utc),
+        window_end=datetime(2026, 6, 15, 2, tzinfo=timezone.utc),
+        time_zone="Europe/Paris",
+        metric_definition="d",
+        target=True,
+        compare=True,
+    )
+    lines = text.splitlines()
+    assert lines[0].endswith("2026-06-15 02:00:00 Europe/Paris")
+    assert lines[1].split()[-5:] == ["WITHIN", "TARGET", "PREVIOUS", "MEDIAN", "MEDIAN", "CHANGE"][-5:]
+    assert lines[2].split()[-5:] == ["87.9%", "2m", "07s", "-1m", "05s"]

@@ -158,7 +158,7 @@ def ask(client, users, names, user, path, query):
         cursor = None
         if response.get("Content-Type", "").startswith("text/csv"):
             content = b"".join(response.streaming_content) if response.streaming else response.content
-            lines = content.decode("utf-8").splitlines(keepends=True)
+            lines = content.decode("utf-8-sig").splitlines(keepends=True)  # after the BOM (for Excel)
             if lines and lines[-1].startswith("# "):
                 marker = lines.pop().strip()
                 cursor = marker.rsplit("cursor=", 1)[1] if "cursor=" in marker else None

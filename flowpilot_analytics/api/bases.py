@@ -16,7 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
-from rest_framework.exceptions import APIException, NotAcceptable, ValidationError
+from rest_framework.exceptions import APIException, NotAcceptable, NotAuthenticated, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -36,8 +36,8 @@ from .renderers import CsvRenderer, ExportLimit, attachment_disposition, csv_lin
 from .serializers import WindowQuerySerializer
 from .tenancy import (
     ACCOUNT_PARAM,
+    ACCOUNT_PARAM_SCHEMA,
     ANALYTICS_ROLES,
-    MAX_ACCOUNT_ID,
     account_of,
     claimer_in_scope,
     membership_for_request,
@@ -107,6 +107,24 @@ class DatabaseUnavailable(APIException):
     wait = 5
 
 
+def wrong_scheme_message(header, request, authenticators):
+    """What a 401 says to credentials in a scheme no authentication class reads."""
+    schemes = []
+    for authenticator in authenticators:
+        challenge = authenticator.authenticate_header(request)
+        if challenge:
+            schemes.append(challenge.split()[0])
+    given = header.split()[0] if " " in header.strip() else None
+    told = f'The Authorization scheme "{given}" is not accepted' if given else (
+        "The Authorization header has no scheme"
+    )
+    if not schemes:
+        return f"{told}: log in (a session) instead."
+    uses = " or ".join(f'"Authorization: {scheme} <{"key" if scheme == "Token" else "credentials"}>"'
+                       for scheme in schemes)
+    return f"{told}: use {uses}."
+
+
 class TooManyQueryParameters(ValidationError):
     """More query parameters than Django parses (``DATA_UPLOAD_MAX_NUMBER_FIELDS``): none can be read."""
 
@@ -157,6 +175,8 @@ class AccountScopedApi(APIView):
     throttle_classes = [AnalyticsRateThrottle]
     throttle_scope = "analytics"
 
+    # Whether the endpoint reads one account (the request's tenant); False: the user's own list.
+    resolves_account = True
     # The caller's membership of the request's account, resolved during initial().
     membership = None
     # An error found before authentication (the query string, the format asked for), raised
@@ -167,6 +187,14 @@ class AccountScopedApi(APIView):
 
     def get_authenticators(self):
         return analytics_authenticators()
+
+    def permission_denied(self, request, message=None, code=None):
+        if request.authenticators and not request.successful_authenticator:
+            header = request.META.get("HTTP_AUTHORIZATION", "")
+            if header:
+                # Credentials no class read (``Bearer x``, a bare key): say which scheme to use.
+                raise NotAuthenticated(wrong_scheme_message(header, request, self.get_authenticators()))
+        super().permission_denied(request, message=message, code=code)
 
     def dispatch(self, request, *args, **kwargs):
         # initial() enters the request's transaction; it ends here, with the response final.
@@ -201,9 +229,10 @@ class AccountScopedApi(APIView):
         # DRF's: content negotiation, authentication (which resolves the tenant,
         # below), the permission checks against it, the throttles.
         super().initial(request, *args, **kwargs)
-        # Bound to the account, then its row read (a host's policies may hide it until bound).
-        self.membership = account_of(self.membership)
-        self.account = self.membership.account
+        if self.resolves_account:
+            # Bound to the account, then its row read (a host's policies may hide it until bound).
+            self.membership = account_of(self.membership)
+            self.account = self.membership.account
 
     def perform_content_negotiation(self, request, force=False):
         if self.refusal is None:
@@ -228,7 +257,8 @@ class AccountScopedApi(APIView):
             if self.refusal is not None:
                 raise self.refusal
             rls.bind_user(request.user, statement_timeout_ms=app_settings.STATEMENT_TIMEOUT_MS)
-            self.membership = membership_for_request(user=request.user, query_params=request.query_params)
+            if self.resolves_account:
+                self.membership = membership_for_request(user=request.user, query_params=request.query_params)
 
     @contextmanager
     def tenant_bound(self):
@@ -270,8 +300,9 @@ class AccountScopedApi(APIView):
 
 ACCOUNT_PARAMETER = OpenApiParameter(
     ACCOUNT_PARAM,
-    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ACCOUNT_ID},
-    description="The account's id. Needed only when you are a member of several accounts.",
+    ACCOUNT_PARAM_SCHEMA,
+    description="The account's id, or its slug (a value of digits only is an id). "
+    "Needed only when you are a member of several accounts (GET /accounts lists yours).",
 )
 
 
@@ -347,6 +378,8 @@ class WindowedApi(AccountScopedApi):
             ) from None
         self.clock_name = self.clock_choice.name
         self.clock = self.clock_choice.for_window(self.window, now=self.now)
+        if "definition" in self.params and not self.wants_csv(request):
+            raise ValidationError({"definition": ["Only a CSV (format=csv) has lines to repeat the definition on."]})
         return self.params
 
     def csv_disposition(self):
@@ -362,6 +395,11 @@ class WindowedApi(AccountScopedApi):
 
     def wants_csv(self, request):
         return request.accepted_renderer.format == CsvRenderer.format
+
+    @property
+    def definition_on_every_row(self):
+        """Whether a list's CSV repeats the metric's definition on every line (``definition=every_row``)."""
+        return getattr(self, "params", {}).get("definition") == "every_row"
 
     @property
     def csv_row_serializer(self):
@@ -408,7 +446,12 @@ class WindowedApi(AccountScopedApi):
                     data = self.output_serializer_class(answer).data
                     envelope = {name: value for name, value in data.items() if name not in left_out}
                     rendered = (row_serializer.to_representation(row) for row in limited)
-                    yield from csv_lines(envelope, rendered, row_serializer=row_serializer)
+                    yield from csv_lines(
+                        envelope,
+                        rendered,
+                        row_serializer=row_serializer,
+                        definition_on_every_row=self.definition_on_every_row,
+                    )
             except Exception as exc:
                 if not database_failure(exc):
                     raise

@@ -95,12 +95,20 @@ class _Line:
         return text
 
 
-def csv_lines(envelope, rows=None, *, row_serializer=None):
-    """A rendered answer as CSV text, line by line (RFC 4180, CRLF): a header, then its lines.
+# The file starts with UTF-8's byte order mark: Excel then reads it as UTF-8 (without it, as the
+# machine's legacy code page: "Zoë" becomes "ZoÃ«", the em dash of the definition "â€”"), and
+# pandas.read_csv, Python's "utf-8-sig", LibreOffice and Google Sheets skip it.
+BOM = "\ufeff"
+DEFINITION_COLUMN = "metric_definition"
+
+
+def csv_lines(envelope, rows=None, *, row_serializer=None, definition_on_every_row=False):
+    """A rendered answer as CSV text, line by line (RFC 4180, CRLF, a BOM first): a header, then its lines.
 
     ``envelope`` holds the answer's own fields; without ``rows`` it is the one
     line. Otherwise each of ``rows`` (rendered, iterated lazily) is a line,
-    after the envelope's fields, with the columns of ``row_serializer``.
+    after the envelope's fields, with the columns of ``row_serializer``; the
+    metric's definition is on the first line only, unless ``definition_on_every_row``.
     """
     envelope = flatten(envelope)
     header = list(envelope)
@@ -108,10 +116,17 @@ def csv_lines(envelope, rows=None, *, row_serializer=None):
     if rows is not None:
         header += serializer_columns(row_serializer)
         lines = ({**envelope, **flatten(row)} for row in rows)
+        if not definition_on_every_row and DEFINITION_COLUMN in envelope:
+            lines = _definition_once(lines)
     writer = csv.writer(_Line())
-    yield writer.writerow(header)
+    yield BOM + writer.writerow(header)
     for line in lines:
         yield writer.writerow([neutralised(line.get(column)) for column in header])
+
+
+def _definition_once(lines):
+    for index, line in enumerate(lines):
+        yield line if index == 0 else {**line, DEFINITION_COLUMN: None}
 
 
 def marker_line(text):
@@ -172,4 +187,7 @@ class CsvRenderer(BaseRenderer):
         envelope = {name: value for name, value in data.items() if name != key}
         rows = None if key is None else data[key]
         renderer_context["response"]["Content-Disposition"] = view.csv_disposition()
-        return "".join(csv_lines(envelope, rows, row_serializer=view.csv_row_serializer)).encode(self.charset)
+        lines = csv_lines(
+            envelope, rows, row_serializer=view.csv_row_serializer, definition_on_every_row=view.definition_on_every_row
+        )
+        return "".join(lines).encode(self.charset)

@@ -1,3 +1,4 @@
+import difflib
 import math
 from datetime import date, datetime
 
@@ -7,7 +8,17 @@ from rest_framework import serializers
 
 from ..clocks import CALENDAR_CLOCK, CLOCKS
 from ..constants import METRIC_DEFINITION
-from ..figures import COMPARED, CONTRACT, COUNT, COVERAGE, DISTRIBUTION, RESPONSE_ORDER, SPREAD, in_sections
+from ..figures import (
+    COMPARED,
+    CONTRACT,
+    COUNT,
+    COVERAGE,
+    DISTRIBUTION,
+    RESPONSE_ORDER,
+    SPREAD,
+    TREND_FIGURES,
+    in_sections,
+)
 from ..selectors import DELETED_CLAIMER, DELETED_CLAIMER_NAME
 from ..stats import LAG_BUCKETS
 from ..windows import DEFAULT_PERIOD, INTERVALS, MAX_WINDOW_DAYS, PERIODS, custom_window, window_for_period, zone
@@ -17,13 +28,24 @@ ALLOWED_PERIODS_TEXT = ", ".join(PERIODS)
 
 
 class SingleValueQuerySerializer(serializers.Serializer):
-    """Validates query parameters, refusing any given more than once."""
+    """Validates query parameters, refusing any given more than once, and any the endpoint does not read.
+
+    An endpoint's parameters are its fields and :attr:`other_parameters` (read
+    before the handler: the tenancy's ``account``). Any other name (``perod``, or
+    ``compare`` where nothing compares) is a 400 naming it, never silently
+    ignored: a typo must not give a default answer that looks right.
+    """
+
+    # Parameters read by other code than this serializer: the account (api/tenancy.py).
+    other_parameters = ("account",)
 
     def __init__(self, *, query_params=None, **kwargs):
         self.repeated = []
+        self.unknown = []
         if query_params is None:  # as the schema generator instantiates it
             super().__init__(**kwargs)
             return
+        self.unknown = [name for name in query_params if name not in self.accepted_parameters()]
         data = {}
         for name in self.fields:
             values = query_params.getlist(name)
@@ -32,6 +54,25 @@ class SingleValueQuerySerializer(serializers.Serializer):
             elif values:
                 data[name] = values[0]
         super().__init__(data=data, **kwargs)
+
+    @classmethod
+    def accepted_parameters(cls):
+        """Every query parameter the endpoint reads, sorted: its fields and the other parameters."""
+        return sorted({*cls().fields, *cls.other_parameters})
+
+    def to_internal_value(self, data):
+        if self.unknown:
+            accepted = self.accepted_parameters()
+            raise serializers.ValidationError(
+                {name: [self.unknown_message(name, accepted)] for name in self.unknown}
+            )
+        return super().to_internal_value(data)
+
+    @staticmethod
+    def unknown_message(name, accepted):
+        message = f'Unknown parameter "{name}". This endpoint reads: {", ".join(accepted)}.'
+        close = difflib.get_close_matches(name, accepted, n=1)
+        return f"{message} Did you mean {close[0]}?" if close else message
 
     def validate(self, attrs):
         if self.repeated:
@@ -156,7 +197,7 @@ def finite(value):
     return value
 
 
-class EscalationMetricsInputSerializer(WindowQuerySerializer):
+class TargetQueryMixin(serializers.Serializer):
     target_seconds = serializers.FloatField(
         required=False,
         min_value=0,
@@ -164,6 +205,9 @@ class EscalationMetricsInputSerializer(WindowQuerySerializer):
         validators=[finite],
         help_text="Adds the share of handoffs with action whose lag was at most this many seconds.",
     )
+
+
+class EscalationMetricsInputSerializer(TargetQueryMixin, WindowQuerySerializer):
     compare = serializers.ChoiceField(
         choices=["previous"],
         required=False,
@@ -171,15 +215,37 @@ class EscalationMetricsInputSerializer(WindowQuerySerializer):
     )
 
 
-class TrendQuerySerializer(WindowQuerySerializer):
+class CsvListQueryMixin(serializers.Serializer):
+    """The parameters of an endpoint answering a list, whose CSV has one line per item."""
+
+    definition = serializers.ChoiceField(
+        choices=["first_row", "every_row"],
+        required=False,
+        help_text="CSV only: the metric_definition column on the first line (the default) or on every line.",
+    )
+
+
+class TrendQuerySerializer(CsvListQueryMixin, TargetQueryMixin, WindowQuerySerializer):
+    """The window and the trend's interval; ``target_seconds`` adds each row's within-target share.
+
+    No ``compare``: a row's previous window is the row before it.
+    """
+
     interval = serializers.ChoiceField(choices=INTERVALS, default="day")
+
+
+class DashboardQuerySerializer(TrendQuerySerializer):
+    """The dashboard page's query: the trend's window and interval; no target, no CSV of its own."""
+
+    target_seconds = None
+    definition = None
 
 
 # Ids are bigints: a larger number names nobody and must not reach the database.
 MAX_USER_ID = 2**63 - 1
 
 
-class ClaimerQuerySerializer(WindowQuerySerializer):
+class ClaimerQuerySerializer(CsvListQueryMixin, WindowQuerySerializer):
     """The window, narrowed to one claimer: a user id, or ``deleted`` for claimers no longer on record."""
 
     claimed_by = serializers.RegexField(
@@ -313,7 +379,7 @@ class EscalationMetricsOutputSerializer(EnvelopeSerializer, FiguresSerializer):
 class TrendBucketSerializer(FiguresSerializer):
     """One day or week: the contract's figures of the window's handoffs claimed in it."""
 
-    figures = in_sections(CONTRACT)
+    figures = TREND_FIGURES
 
     range_start = serializers.DateTimeField(help_text="Local midnight (of a day, or of a week's Monday).")
     range_end = serializers.DateTimeField(help_text="Exclusive.")
@@ -362,3 +428,29 @@ class EscalationHandoffsOutputSerializer(EnvelopeSerializer):
     next = serializers.URLField(allow_null=True, help_text="The next page; null on the last.")
     next_cursor = serializers.CharField(allow_null=True)
     results = HandoffRowSerializer(many=True)
+
+
+# --- The caller's accounts ------------------------------------------------------------------
+
+
+class AccountsQuerySerializer(SingleValueQuerySerializer):
+    """No parameter but ``format``: the list is the caller's, whatever account they would name."""
+
+    other_parameters = ()
+
+    format = FormatField(choices=["json"], required=False, help_text="json (the only format of this list).")
+
+
+class AccountSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="account_id")
+    slug = serializers.CharField(
+        allow_null=True, help_text="What account= also accepts; null when the accounts have no slug."
+    )
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=["viewer", "engineer", "admin"])
+
+
+class AccountsOutputSerializer(serializers.Serializer):
+    """The caller's accounts, by name."""
+
+    accounts = AccountSerializer(many=True)

@@ -11,6 +11,7 @@ same whichever policy answers. Accounts are rows of the account model in use
 (:func:`~flowpilot_analytics.models.get_account_model`), named through the field map.
 """
 
+import re
 from dataclasses import dataclass
 
 from rest_framework import serializers
@@ -18,7 +19,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 
 from .. import rls
 from ..access import Role, roles_of
-from ..field_map import NamedAccount
+from ..field_map import NamedAccount, field_map
 from ..models import get_account_model
 
 ACCOUNT_PARAM = "account"
@@ -36,19 +37,44 @@ class SeveralAccounts(ValidationError):
     """A member of several accounts named none: a 400 for the API, the account chooser for the page."""
 
     def __init__(self):
-        super().__init__({ACCOUNT_PARAM: ["You belong to several accounts: give the account id."]})
+        super().__init__({ACCOUNT_PARAM: ["You belong to several accounts: give the account's id or slug."]})
+
+
+# An account parameter is an id when it is all digits, else a slug: Django's slug characters, not
+# starting with a hyphen (so "-1" is a malformed id, not a slug) and with a character that is not
+# a digit (so a value is never both). An account whose slug is all digits is named by its id.
+ACCOUNT_SLUG_PATTERN = r"[0-9]*[A-Za-z_][-A-Za-z0-9_]*"
+MAX_ACCOUNT_SLUG_LENGTH = 100
+# The OpenAPI description of the parameter (ids of up to 18 digits are always below MAX_ACCOUNT_ID).
+ACCOUNT_PARAM_SCHEMA = {
+    "type": "string",
+    "pattern": rf"^(?:[1-9][0-9]{{0,17}}|{ACCOUNT_SLUG_PATTERN})$",
+    "maxLength": MAX_ACCOUNT_SLUG_LENGTH,
+}
 
 
 class AccountParamSerializer(serializers.Serializer):
-    account = serializers.IntegerField(
-        required=False,
-        min_value=1,
-        max_value=MAX_ACCOUNT_ID,
-        error_messages={
-            "invalid": "A valid account id (a positive integer) is required.",
-            "max_value": f"A valid account id is at most {MAX_ACCOUNT_ID}.",
-        },
-    )
+    """The ``account`` parameter: an id (``validated_data["account"]``) or a slug (``["account_slug"]``)."""
+
+    account = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+
+    def validate_account(self, value):
+        if value.isascii() and value.isdigit():
+            account_id = int(value)
+            if account_id < 1:
+                raise serializers.ValidationError("A valid account id (a positive integer) is required.")
+            if account_id > MAX_ACCOUNT_ID:
+                raise serializers.ValidationError(f"A valid account id is at most {MAX_ACCOUNT_ID}.")
+            return account_id
+        if field_map().account_slug is None:
+            raise serializers.ValidationError(
+                "A valid account id (a positive integer) is required (these accounts have no slug)."
+            )
+        if len(value) > MAX_ACCOUNT_SLUG_LENGTH or not re.fullmatch(ACCOUNT_SLUG_PATTERN, value):
+            raise serializers.ValidationError(
+                "A valid account id (a positive integer) or slug (letters, digits, - and _) is required."
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,8 @@ class AccountMembership(NamedAccount):
 def membership_for_request(*, user, query_params, roles=None):
     """The requesting user's membership (an :class:`AccountMembership`) in the account the request names.
 
-    ``account`` may be omitted by a user with a single account. A user with
+    ``account`` is the account's id, or its slug (:func:`account_id_of_slug`); it
+    may be omitted by a user with a single account. A user with
     several must name one (:class:`SeveralAccounts`, a 400). An account the user
     is not a member of is a 404, the same as one that does not exist, so ids
     cannot be probed. ``None`` when the user has no account at all (the
@@ -80,6 +107,8 @@ def membership_for_request(*, user, query_params, roles=None):
     roles = roles_of(user) if roles is None else roles
 
     account_id = params.validated_data.get(ACCOUNT_PARAM)
+    if isinstance(account_id, str):
+        account_id = account_id_of_slug(account_id, roles)
     if account_id is not None:
         if account_id not in roles:
             raise NotFound(NO_SUCH_ACCOUNT)
@@ -88,6 +117,26 @@ def membership_for_request(*, user, query_params, roles=None):
     if len(roles) > 1:
         raise SeveralAccounts()
     return next((AccountMembership(pk, role) for pk, role in roles.items()), None)
+
+
+def account_id_of_slug(slug, roles):
+    """The id of the account among ``roles`` (the user's) whose slug is ``slug``: 404 as a foreign id if none.
+
+    Exact and case-sensitive. One query; when it finds none, the user's accounts a
+    host's policies may hide until bound are read as the chooser reads them
+    (:func:`accounts_by_id`). Two of the user's accounts with that slug (a host
+    whose slugs are not unique) are a 400 asking for the id.
+    """
+    slug_field = field_map().account_slug
+    manager = get_account_model()._default_manager
+    found = list(manager.filter(pk__in=list(roles), **{slug_field: slug}).values_list("pk", flat=True))
+    if not found and roles:
+        found = [pk for pk, account in accounts_by_id(roles).items() if getattr(account, slug_field) == slug]
+    if not found:
+        raise NotFound(NO_SUCH_ACCOUNT)
+    if len(found) > 1:
+        raise ValidationError({ACCOUNT_PARAM: [f'Several of your accounts have the slug "{slug}": give the id.']})
+    return found[0]
 
 
 def account_of(membership):

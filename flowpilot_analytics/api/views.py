@@ -8,10 +8,18 @@ from ..selectors import (
     handoffs_of_claimer,
     handoffs_with_lag,
 )
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from ..field_map import field_map
 from . import schema
-from .bases import ClaimerScopedApi, WindowedApi, analytics_schema
+from .bases import AccountScopedApi, ClaimerScopedApi, WindowedApi, analytics_schema
+from .tenancy import memberships_of
 from .pagination import HandoffKeysetPagination
 from .serializers import (
+    AccountsOutputSerializer,
+    AccountsQuerySerializer,
     ClaimerQuerySerializer,
     EscalationHandoffsOutputSerializer,
     EscalationMetricsInputSerializer,
@@ -84,6 +92,7 @@ class EscalationTrendApi(WindowedApi):
             interval=params["interval"],
             now=self.now,
             clock=self.clock_choice,
+            target_seconds=params.get("target_seconds"),
         )
         buckets = [
             dict(figures.as_dict(), range_start=start, range_end=end) for start, end, figures in buckets
@@ -163,3 +172,47 @@ class EscalationHandoffsApi(ClaimerScopedApi):
             )
         rows = paginator.paginate_queryset(handoffs, request, view=self)
         return self.respond(ordering=params["ordering"], **paginator.get_page(rows))
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="analytics_accounts",
+        summary="Your accounts, with your role in each",
+        parameters=[AccountsQuerySerializer],
+        responses={
+            200: OpenApiResponse(AccountsOutputSerializer, description=schema.ACCOUNTS_OK),
+            400: OpenApiResponse(schema.FieldErrorsSerializer, description=schema.BAD_REQUEST),
+            401: OpenApiResponse(schema.DetailSerializer, description=schema.UNAUTHENTICATED),
+            403: OpenApiResponse(schema.DetailSerializer, description="Anonymous, where the host's first "
+                                 "authentication class sends no WWW-Authenticate."),
+            406: OpenApiResponse(schema.DetailSerializer, description=schema.NOT_ACCEPTABLE),
+            429: OpenApiResponse(schema.DetailSerializer, description=schema.THROTTLED),
+            503: OpenApiResponse(schema.DetailSerializer, description=schema.UNAVAILABLE),
+        },
+    )
+)
+class AnalyticsAccountsApi(AccountScopedApi):
+    """The accounts you may name in `account=` (by id or slug), with your role in each.
+
+    From the access policy, as every endpoint decides access: engineers and
+    admins read an account's figures, viewers do not. No account to name here.
+    """
+
+    resolves_account = False
+    permission_classes = [IsAuthenticated]
+    query_serializer_class = AccountsQuerySerializer
+
+    def get(self, request):
+        params = self.query_serializer_class(query_params=request.query_params)
+        params.is_valid(raise_exception=True)
+        slug_field = field_map().account_slug
+        accounts = [
+            {
+                "account_id": membership.account_id,
+                "slug": getattr(membership.account, slug_field) if slug_field else None,
+                "name": membership.name,
+                "role": membership.role,
+            }
+            for membership in memberships_of(user=request.user)
+        ]
+        return Response(AccountsOutputSerializer({"accounts": accounts}).data)

@@ -18,6 +18,9 @@ from ..overview import ATTENTION_PERIOD
 
 register = template.Library()
 
+# The sparkline's width (its viewBox): scaled down to 150 pixels on a narrow screen, its dates stay legible.
+CHART_WIDTH = 180
+
 
 @register.inclusion_tag("admin/flowpilot_analytics/escalation_summary_widget.html", takes_context=True)
 def escalation_summary_widget(context):
@@ -50,6 +53,10 @@ def daily_median_chart(summary):
         label=f"{summary.name}: daily median seconds to first action, last {days} days",
         reference=reference,
         reference_label=f"{ATTENTION_PERIOD} median: {_human_duration(reference)}",
+        # Dated axis, and each day's count of handoffs in its tooltip (a median of two is no trend).
+        dates=summary.daily_dates[-days:] if summary.daily_dates and days else None,
+        counts=summary.daily_handoffs,
+        width=CHART_WIDTH,
     )
     # daily_series_svg escapes every text it embeds (the account name included).
     return mark_safe(svg)

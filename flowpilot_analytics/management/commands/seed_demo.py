@@ -24,7 +24,8 @@ class Command(BaseCommand):
     help = (
         "Create the demo accounts, users (one per role) and about three months of sessions, "
         "then print the logins (and API tokens when rest_framework.authtoken is installed). Safe to run "
-        f"again: existing demo data is kept unless --reset is given. Needs the demo extra ({DEMO_EXTRA})."
+        "again: existing demo data is kept unless --reset is given, and topped up to now when its last "
+        f"session is over an hour old (a later day's `make run`). Needs the demo extra ({DEMO_EXTRA})."
     )
 
     def add_arguments(self, parser):
@@ -50,10 +51,16 @@ class Command(BaseCommand):
                                    "owner of the tables (the role that ran `migrate`).")
             accounts, logins, created = demo.seed_demo(now=timezone.now(), reset=reset, seed=seed)
         for account in accounts:
-            if created[account.slug]:
-                message = f"{created[account.slug]} handoffs created"
+            seeded = created[account.slug]
+            if seeded.topped_up_since is not None:
+                message = (
+                    f"history topped up: {seeded.handoffs} handoffs added since its last session "
+                    f"({seeded.topped_up_since:%Y-%m-%d %H:%M} UTC)"
+                )
+            elif seeded.handoffs:
+                message = f"{seeded.handoffs} handoffs created"
             else:
-                message = "history already present (use --reset to regenerate)"
+                message = "history already present and up to date (use --reset to regenerate)"
             self.stdout.write(f"Account {account.name} (id {account.pk}, slug {account.slug}): {message}")
         self.stdout.write("")
         self.stdout.write("Demo logins (password for the browsable API and the admin, token for curl):")
