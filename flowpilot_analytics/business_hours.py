@@ -22,7 +22,7 @@ gap between them) is empty; periods that overlap after it are counted once.
 
 import bisect
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,11 +148,3 @@ class OpenPeriods:
     def instants(self, values):
         """Epoch microseconds as aware UTC datetimes (for SQL parameters)."""
         return [EPOCH + timedelta(microseconds=value) for value in values]
-
-
-def weekday_name(weekday):
-    return WEEKDAYS[weekday]
-
-
-def parse_date(text):
-    return date.fromisoformat(text)
