@@ -144,7 +144,3 @@ class OpenPeriods:
         if first_action_at is None:
             return None
         return max(0, self.open_us_until(to_us(first_action_at)) - self.open_us_until(to_us(claimed_at)))
-
-    def instants(self, values):
-        """Epoch microseconds as aware UTC datetimes (for SQL parameters)."""
-        return [EPOCH + timedelta(microseconds=value) for value in values]

@@ -53,16 +53,14 @@ def business_schedules(account_ids):
     }
 
 
-def has_business_calendar(account):
-    return BusinessCalendar.objects.filter(account_id=_account_id(account)).exists()
-
-
 @dataclass(frozen=True)
 class ClockChoice:
     """A clock by name, with the schedules of its accounts when it is the business clock."""
 
     name: str = CALENDAR_CLOCK
     schedules: dict = field(default_factory=dict)
+    # The clocks already made, by (start, end): a request's faces share one window's periods.
+    _clocks: dict = field(default_factory=dict, compare=False, repr=False)
 
     def for_window(self, window, *, now):
         """The clock measuring the lags of ``window``'s claims (their first actions up to a while after now)."""
@@ -70,12 +68,14 @@ class ClockChoice:
             return CALENDAR
         end = max(now, window.end) + BUSINESS_PERIODS_BEYOND_NOW
         start = window.start - timedelta(days=1)
-        return BusinessClock(
-            periods={
-                account_id: schedule.periods(start, end) for account_id, schedule in self.schedules.items()
-            },
-            base=start,
-        )
+        if (start, end) not in self._clocks:
+            self._clocks[start, end] = BusinessClock(
+                periods={
+                    account_id: schedule.periods(start, end) for account_id, schedule in self.schedules.items()
+                },
+                base=start,
+            )
+        return self._clocks[start, end]
 
 
 CALENDAR_CHOICE = ClockChoice()
@@ -93,7 +93,7 @@ def clock_choice(clock, accounts=()):
         return CALENDAR_CHOICE
     if clock != BUSINESS_CLOCK:
         raise ValueError(f"clock: unknown clock {clock!r}; allowed: {', '.join(CLOCKS)}")
-    account_ids = [_account_id(account) for account in accounts]
+    account_ids = [account_id_of(account) for account in accounts]
     schedules = business_schedules(account_ids)
     missing = [account_id for account_id in account_ids if account_id not in schedules]
     if missing:
@@ -101,5 +101,6 @@ def clock_choice(clock, accounts=()):
     return ClockChoice(BUSINESS_CLOCK, schedules)
 
 
-def _account_id(account):
+def account_id_of(account):
+    """An account's id, from the account or its id."""
     return account.pk if isinstance(account, Model) else int(account)

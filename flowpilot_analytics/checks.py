@@ -296,14 +296,11 @@ def check_metric_indexes(app_configs=None, databases=None, **kwargs):
 @register(Tags.database)
 def check_first_action_index(app_configs=None, databases=None, **kwargs):
     """Warns when the first-action index is on but reads still probe (not PostgreSQL, not installed, not backfilled)."""
-    from django.db import router
-
     from . import first_action_index
-    from .models import FirstActionIndex
 
     if not databases or not first_action_index.is_on() or not models_in_use_are_configured():
         return []
-    alias = router.db_for_read(FirstActionIndex) or "default"
+    alias = first_action_index.read_alias()
     if alias not in databases or alias not in connections.settings:
         return []
     try:

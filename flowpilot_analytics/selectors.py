@@ -28,12 +28,12 @@ from datetime import timezone as dt_timezone
 from itertools import islice
 
 from django.contrib.auth import get_user_model
-from django.db.models import BigIntegerField, DurationField, ExpressionWrapper, F, Func, Model, OuterRef, Subquery
+from django.db.models import BigIntegerField, DurationField, ExpressionWrapper, F, Func, OuterRef, Subquery
 from django.utils import timezone
 
 from .access import is_member
 from .aggregation import Grouping, aggregate
-from .calendars import clock_choice
+from .calendars import account_id_of, clock_choice
 from .clocks import CALENDAR, CALENDAR_CLOCK
 from .constants import METRIC_DEFINITION
 from .field_map import field_map
@@ -103,20 +103,20 @@ def claimed_handoffs_with_first_action(*, accounts, start, end, end_inclusive=Tr
     """Claimed handoffs of ``accounts`` (accounts or ids) in the window, annotated ``first_action_at``."""
     window = Window(start=start, end=end, closed=end_inclusive)
     return claimed_handoffs(window=window).filter(
-        account_id__in=[_account_id(account) for account in accounts]
+        account_id__in=[account_id_of(account) for account in accounts]
     )
 
 
 def handoffs_in_window(*, account, window):
     """One account's claimed handoffs of a :class:`~flowpilot_analytics.windows.Window`, with ``first_action_at``."""
-    return claimed_handoffs(window=window).filter(account_id=_account_id(account))
+    return claimed_handoffs(window=window).filter(account_id=account_id_of(account))
 
 
 def escalation_metrics(*, account, period=None, window=None, now=None, target_seconds=None, clock=None):
     """Every figure of one account over a period ending ``now``, or over ``window``, on ``clock``."""
     return escalation_metrics_by_account(
         accounts=[account], period=period, window=window, now=now, target_seconds=target_seconds, clock=clock
-    )[_account_id(account)]
+    )[account_id_of(account)]
 
 
 def escalation_metrics_by_account(
@@ -136,7 +136,7 @@ def escalation_metrics_by_account(
     if accounts is None:
         account_ids = list(get_account_model()._default_manager.order_by("pk").values_list("pk", flat=True))
     else:
-        account_ids = [_account_id(account) for account in accounts]
+        account_ids = [account_id_of(account) for account in accounts]
     if not account_ids:
         return {}
     choice = clock_choice(clock, account_ids)
@@ -248,7 +248,7 @@ def escalation_metrics_by_engineer(*, account, window, now=None, claimed_by=None
     if named and claimed_by in users:
         # A user asked for by id is shown only when a member of the account, so
         # that ids of other tenants' users cannot be probed.
-        if is_member(users[claimed_by], _account_id(account)):
+        if is_member(users[claimed_by], account_id_of(account)):
             grouped[claimed_by] = empty_figures(now=now)
         else:
             del users[claimed_by]
@@ -366,7 +366,3 @@ def handoff_rows(handoffs, *, clock=CALENDAR, chunk_size=None):
                     clock.lag_us(row["claimed_at"], row["first_action_at"])
                 ),
             }
-
-
-def _account_id(account):
-    return account.pk if isinstance(account, Model) else int(account)

@@ -45,7 +45,8 @@ class SingleValueQuerySerializer(serializers.Serializer):
         if query_params is None:  # as the schema generator instantiates it
             super().__init__(**kwargs)
             return
-        self.unknown = [name for name in query_params if name not in self.accepted_parameters()]
+        accepted = set(self.accepted_parameters())
+        self.unknown = [name for name in query_params if name not in accepted]
         data = {}
         for name in self.fields:
             values = query_params.getlist(name)
