@@ -29,6 +29,12 @@ from .business_hours import EPOCH, to_us
 from .stats import MICROSECONDS_PER_SECOND
 
 
+# The calendar lag in SQL, over two named timestamps. PostgreSQL's first-action index
+# stores it too (FirstActionIndex.lag_us, a generated column of this expression), so that
+# the readers of the index need not compute it per row.
+CALENDAR_LAG_SQL = "round(date_part('epoch', {first_action_at} - {claimed_at}) * 1000000)::bigint"
+
+
 @dataclass(frozen=True)
 class CalendarClock:
     """Elapsed time from the claim to the first action (the contract's lag)."""
@@ -46,7 +52,10 @@ class CalendarClock:
         # date_part (double precision) rather than EXTRACT (numeric since
         # PostgreSQL 14, slower): the epoch of an interval has microsecond
         # resolution, so rounding it times 10^6 recovers the exact integer.
-        return "round(date_part('epoch', first_action_at - claimed_at) * 1000000)::bigint", []
+        return CALENDAR_LAG_SQL.format(first_action_at="first_action_at", claimed_at="claimed_at"), []
+
+    # A source of handoffs may carry this lag already computed, under this name (the index's column).
+    stored_lag = "lag_us"
 
     @staticmethod
     def lag_us(claimed_at, first_action_at, account_id=None):
@@ -91,6 +100,8 @@ class BusinessClock:
     periods: dict = field(default_factory=dict)
     base: datetime = EPOCH
     name: str = BUSINESS_CLOCK
+    # No source stores the business lag (it depends on the calendar).
+    stored_lag = None
 
     def _periods_of(self, account_id):
         if account_id is None:

@@ -164,6 +164,16 @@ def _probe_again(names, steps):
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
 
 
+def _lock(session, *, shared=False):
+    """PL/pgSQL taking the advisory lock of one session's bucket (none for a NULL session).
+
+    An assignment of a plain expression: PL/pgSQL evaluates it without starting
+    an executor (a ``PERFORM`` would run a query).
+    """
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"lock_taken := {function}({LOCK_CLASS}, {_bucket(session)})::text;"
+
+
 def _lock_two(first, second):
     """PL/pgSQL taking the advisory locks of two sessions' buckets (either may be NULL), lower bucket first.
 
@@ -171,8 +181,10 @@ def _lock_two(first, second):
     """
     low = f"least({_bucket(first)}, {_bucket(second)})"
     high = f"greatest({_bucket(first)}, {_bucket(second)})"
-    return (f"PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {low}); "
-            f"IF {low} <> {high} THEN PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {high}); END IF;")
+    return (f"IF {first} IS NOT DISTINCT FROM {second} THEN {_lock(first)} "
+            f"ELSE lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {low})::text; "
+            f"IF {low} <> {high} THEN lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {high})::text; END IF; "
+            "END IF;")
 
 
 def _count_into_lock(names, prefix, relation):
@@ -222,6 +234,14 @@ def _single_apply(names, prefix):
             f"AND claimed_at < {prefix}_1 AND (first_action_at IS NULL OR first_action_at > {prefix}_1);")
 
 
+def _row_apply(names):
+    """Static SQL of a row trigger: the new step (``NEW``) lowers the first actions it comes first after."""
+    created = f"NEW.{q(names.step_created_at)}"
+    account = f" AND account_id = NEW.{q(names.step_account)}" if names.step_account else ""
+    return (f"UPDATE {TABLE} SET first_action_at = {created} WHERE session_id = NEW.{q(names.step_session)}"
+            f"{account} AND claimed_at < {created} AND (first_action_at IS NULL OR first_action_at > {created});")
+
+
 def _single_probe_again(names, prefix):
     """Static SQL: the handoffs whose first action was one step (variables ``<prefix>_0..2``) are probed again."""
     account = f" AND i.account_id = {prefix}_2" if names.step_account else ""
@@ -254,16 +274,11 @@ def trigger_functions(names):
     moved_to = f"(SELECT {step_columns} FROM new_steps EXCEPT SELECT {step_columns} FROM old_steps)"
     changed = " OR ".join(f"o_{i} IS DISTINCT FROM n_{i}" for i in range(3 if names.step_account else 2))
     return {
+        # Per row: the step's shared lock (steps inserted side by side never wait for each other;
+        # their updates of one index row are ordered by its row lock), then one index probe.
         f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
-{_count_into_lock(names, 'n', 'new_steps')}
-IF rows_written = 1 THEN
-  IF n_0 IS NOT NULL THEN
-    {_single_apply(names, 'n')}
-  END IF;
-ELSIF rows_written > 1 THEN
-  {_lock_sessions(f"SELECT {session} FROM new_steps")}
-  EXECUTE {_literal(_apply_new_steps(names, "new_steps").strip().rstrip(";"))};
-END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'n')}"),
+{_lock(f"NEW.{session}", shared=True)}
+{_row_apply(names)}""", declare="lock_taken text;"),
         f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
 SELECT count(*) INTO rows_written FROM old_steps;
 IF rows_written = 1 THEN
@@ -283,7 +298,7 @@ ELSIF rows_written > 1 THEN
   {_lock_sessions(f"SELECT {session} FROM {moved_from} AS o UNION ALL SELECT {session} FROM {moved_to} AS n")}
   EXECUTE {_literal(_probe_again(names, moved_from).strip().rstrip(";"))};
   EXECUTE {_literal(_apply_new_steps(names, moved_to).strip().rstrip(";"))};
-END IF;""", declare=f"rows_written bigint; {_one_step(names, 'o')} {_one_step(names, 'n')}"),
+END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'o')} {_one_step(names, 'n')}"),
         f"{PREFIX}_step_delete": _function(f"{PREFIX}_step_delete", f"""
 {_count_into_lock(names, 'o', 'old_steps')}
 IF rows_written = 1 THEN
@@ -298,28 +313,39 @@ END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'o
             f"{PREFIX}_step_truncate", f"UPDATE {TABLE} SET first_action_at = NULL;"
         ),
         f"{PREFIX}_handoff_write": _function(f"{PREFIX}_handoff_write", f"""
-IF TG_OP = 'INSERT' THEN
-  PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(f"NEW.{q(h.handoff_session)}")});
-ELSIF TG_OP = 'UPDATE' THEN
+IF TG_OP = 'UPDATE' THEN
   {_lock_two(f"OLD.{q(h.handoff_session)}", f"NEW.{q(h.handoff_session)}")}
   IF OLD.{q(h.handoff_pk)} IS DISTINCT FROM NEW.{q(h.handoff_pk)} THEN
     DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   END IF;
+ELSIF TG_OP = 'INSERT' THEN
+  {_lock(f"NEW.{q(h.handoff_session)}")}
 ELSE
-  PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(f"OLD.{q(h.handoff_session)}")});
+  {_lock(f"OLD.{q(h.handoff_session)}")}
   DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   RETURN NULL;
 END IF;
 IF NEW.{q(h.handoff_claimed_at)} IS NULL THEN
   DELETE FROM {TABLE} WHERE handoff_id = NEW.{q(h.handoff_pk)};
-ELSE
-  INSERT INTO {TABLE} (handoff_id, account_id, session_id, claimed_at, claimed_by_id, first_action_at)
-  VALUES (NEW.{q(h.handoff_pk)}, NEW.{q(h.handoff_account)}, NEW.{q(h.handoff_session)},
-          NEW.{q(h.handoff_claimed_at)}, NEW.{q(h.handoff_claimed_by)}, {claimed_probe})
-  ON CONFLICT (handoff_id) DO UPDATE SET account_id = EXCLUDED.account_id, session_id = EXCLUDED.session_id,
-    claimed_at = EXCLUDED.claimed_at, claimed_by_id = EXCLUDED.claimed_by_id,
-    first_action_at = EXCLUDED.first_action_at;
-END IF;"""),
+  RETURN NULL;
+END IF;
+IF TG_OP = 'UPDATE' AND OLD.{q(h.handoff_claimed_at)} IS NOT NULL
+   AND OLD.{q(h.handoff_pk)} IS NOT DISTINCT FROM NEW.{q(h.handoff_pk)} THEN
+  -- A re-claim (or a claimed handoff's session or claimer changed): its row is there.
+  UPDATE {TABLE} SET account_id = NEW.{q(h.handoff_account)}, session_id = NEW.{q(h.handoff_session)},
+    claimed_at = NEW.{q(h.handoff_claimed_at)}, claimed_by_id = NEW.{q(h.handoff_claimed_by)},
+    first_action_at = {claimed_probe}
+  WHERE handoff_id = NEW.{q(h.handoff_pk)};
+  IF FOUND THEN
+    RETURN NULL;
+  END IF;
+END IF;
+INSERT INTO {TABLE} (handoff_id, account_id, session_id, claimed_at, claimed_by_id, first_action_at)
+VALUES (NEW.{q(h.handoff_pk)}, NEW.{q(h.handoff_account)}, NEW.{q(h.handoff_session)},
+        NEW.{q(h.handoff_claimed_at)}, NEW.{q(h.handoff_claimed_by)}, {claimed_probe})
+ON CONFLICT (handoff_id) DO UPDATE SET account_id = EXCLUDED.account_id, session_id = EXCLUDED.session_id,
+  claimed_at = EXCLUDED.claimed_at, claimed_by_id = EXCLUDED.claimed_by_id,
+  first_action_at = EXCLUDED.first_action_at;""", declare="lock_taken text;"),
         f"{PREFIX}_handoff_truncate": _function(f"{PREFIX}_handoff_truncate", f"DELETE FROM {TABLE};"),
     }
 
@@ -332,8 +358,8 @@ def trigger_statements(names):
     of_columns = ", ".join(q(column) for column in columns)
     return [
         (f"{PREFIX}_step_insert", names.step,
-         f"CREATE TRIGGER {PREFIX}_step_insert AFTER INSERT ON {step} REFERENCING NEW TABLE AS new_steps "
-         f"FOR EACH STATEMENT EXECUTE FUNCTION {PREFIX}_step_insert()"),
+         f"CREATE TRIGGER {PREFIX}_step_insert AFTER INSERT ON {step} "
+         f"FOR EACH ROW EXECUTE FUNCTION {PREFIX}_step_insert()"),
         # Transition tables allow no column list: the function finds nothing to do when
         # neither the instant, the session nor the account changed.
         (f"{PREFIX}_step_update", names.step,

@@ -284,6 +284,30 @@ class ClosedDate(models.Model):
         return f"Closed on {self.date:%Y-%m-%d}"
 
 
+class CalendarLag(models.Func):
+    """The calendar clock's lag of a row in whole microseconds (``clocks.CALENDAR_LAG_SQL``), NULL without action.
+
+    The expression of :attr:`FirstActionIndex.lag_us`, a column PostgreSQL computes
+    on every write. Elsewhere (SQLite, where the index is never read) it is NULL.
+    """
+
+    arity = 2  # claimed_at, first_action_at
+    output_field = models.BigIntegerField()
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return "NULL", []
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        from .clocks import CALENDAR_LAG_SQL
+
+        (claimed_at, claimed_params), (first_action_at, first_params) = (
+            compiler.compile(expression) for expression in self.get_source_expressions()
+        )
+        if claimed_params or first_params:
+            raise ValueError("CalendarLag takes two columns")
+        return CALENDAR_LAG_SQL.format(first_action_at=first_action_at, claimed_at=claimed_at), []
+
+
 class FirstActionIndex(models.Model):
     """One claimed handoff and its first action, kept exact by triggers: the opt-in accelerator.
 
@@ -302,6 +326,13 @@ class FirstActionIndex(models.Model):
     claimed_at = models.DateTimeField()
     claimed_by_id = models.BigIntegerField(null=True)
     first_action_at = models.DateTimeField(null=True)
+    # The calendar lag, computed by PostgreSQL on every write of the row: the figures read it
+    # instead of computing it per handoff (about a fifth of the statement at 600k handoffs).
+    lag_us = models.GeneratedField(
+        expression=CalendarLag("claimed_at", "first_action_at"),
+        output_field=models.BigIntegerField(null=True),
+        db_persist=True,
+    )
 
     class Meta:
         db_table = "flowpilot_first_action_index"
@@ -309,8 +340,8 @@ class FirstActionIndex(models.Model):
             # The window scans: index-only, the figures' columns carried along.
             models.Index(
                 fields=["account_id", "claimed_at"],
-                include=["first_action_at", "claimed_by_id"],
-                name="first_action_window",
+                include=["lag_us", "first_action_at", "claimed_by_id"],
+                name="first_action_window_lag",
             ),
             # The triggers: the claimed handoffs of a session a step was written in.
             models.Index(fields=["session_id", "claimed_at"], name="first_action_session"),

@@ -71,6 +71,19 @@ def aggregates_of(row):
     return row | {figure.name: value for figure, value in zip(PERCENTILES, percentiles)}
 
 
+def stored_lag_column(handoffs, clock):
+    """The column of ``handoffs``' model holding ``clock``'s lag already computed, or ``None``.
+
+    Only a column generated from that very expression (:class:`~flowpilot_analytics.models.CalendarLag`)
+    counts: a host's handoff model may have a field of the same name meaning something else.
+    """
+    from .models import CalendarLag
+
+    name = getattr(clock, "stored_lag", None)
+    field = next((field for field in handoffs.model._meta.concrete_fields if field.name == name), None)
+    return name if isinstance(getattr(field, "expression", None), CalendarLag) else None
+
+
 def statement(handoffs, *, grouping, context, connection):
     """The one statement computing the figures of ``handoffs`` per group: ``(sql, params)``."""
     if grouping.accounts is not None:
@@ -78,8 +91,11 @@ def statement(handoffs, *, grouping, context, connection):
             account_id=RawSQL(f"{REQUESTED}.account_id", (), output_field=BigIntegerField())
         )
     key_column = {GROUP_KEY: F(grouping.field)} if grouping.field is not None else {}
+    # The clock's lag as the source stores it (the first-action index's lag_us), else computed.
+    stored_lag = stored_lag_column(handoffs, context.clock)
+    columns = (*HANDOFF_COLUMNS, stored_lag) if stored_lag else HANDOFF_COLUMNS
     handoffs_sql, handoffs_params = (
-        handoffs.values(*HANDOFF_COLUMNS, **key_column).query.get_compiler(connection=connection).as_sql()
+        handoffs.values(*columns, **key_column).query.get_compiler(connection=connection).as_sql()
     )
     if grouping.bucket_edges is not None:
         # width_bucket counts the edges <= claimed_at: bisect_right, as in Python.
@@ -88,7 +104,7 @@ def statement(handoffs, *, grouping, context, connection):
         key_sql, key_params = GROUP_KEY, []
     else:
         key_sql, key_params = "NULL::integer", []
-    lag_sql, lag_params = context.clock.lag_sql()
+    lag_sql, lag_params = (stored_lag, []) if stored_lag else context.clock.lag_sql()
     # What the clock's lag reads besides the handoff (the business clock's open periods).
     periods_sql, periods_params = context.clock.periods_sql(
         f"{REQUESTED}.account_id" if grouping.accounts is not None else None

@@ -299,6 +299,61 @@ def test_the_summary_is_one_statement_reading_the_index(index_on, account, now, 
 
 
 @pytest.mark.django_db
+def test_each_row_stores_its_calendar_lag_and_the_calendar_figures_read_it(index_on, account, now):
+    handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=3), lag=0.25)
+    waiting = claimed_handoff(account, claimed_at=now - timedelta(hours=2))
+    lag_of = lambda row: FirstActionIndex.objects.values_list("lag_us", flat=True).get(pk=row.pk)  # noqa: E731
+    assert (lag_of(handoff), lag_of(waiting)) == (250_000, None)
+    claim(handoff, now - timedelta(hours=3, seconds=10))  # a re-claim 10 s earlier: the lag follows
+    assert lag_of(handoff) == 10_250_000
+    step(waiting.session, now - timedelta(hours=1, minutes=59, seconds=58, microseconds=999_999))
+    assert lag_of(waiting) == 1_000_001
+    with django_capture() as captured:
+        figures = escalation_metrics(account=account, period="7d", now=now)
+    statement = captured.captured_queries[-1]["sql"]
+    # The calendar lag read from the column, not computed from the two instants.
+    assert '"lag_us"' in statement and "date_part" not in statement
+    assert figures.max_seconds_to_first_action == 10.25
+
+
+def django_capture():
+    from django.test.utils import CaptureQueriesContext
+
+    return CaptureQueriesContext(connection)
+
+
+@pytest.mark.django_db
+def test_migration_0011_installs_the_triggers_again_keeping_rows_and_backfill(index_on, account, now):
+    import importlib
+
+    from django.db import connection as default
+
+    handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=3), lag=60)
+    with default.cursor() as cursor:
+        # An earlier version's function in place (here: one doing nothing), its trigger still there.
+        cursor.execute("CREATE OR REPLACE FUNCTION flowpilot_first_action_step_insert() RETURNS trigger "
+                       "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+    step(handoff.session, now - timedelta(hours=3, seconds=-30))
+    assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=60)  # missed by that version
+    with default.cursor() as cursor:
+        cursor.execute("UPDATE " + index.TABLE + " SET first_action_at = %s", [now - timedelta(hours=3, seconds=-30)])
+    migration = importlib.import_module("flowpilot_analytics.migrations.0011_first_action_lag")
+    with default.schema_editor() as editor:
+        migration.reinstall(None, editor)
+    index.clear_cache()
+    assert index.read_state(default).ready  # the backfill kept: the same tables
+    assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=30)
+    with default.cursor() as cursor:
+        # A step insert's trigger fires per row (tgtype bit 0).
+        cursor.execute("SELECT tgtype & 1 FROM pg_catalog.pg_trigger WHERE tgname = %s",
+                       ["flowpilot_first_action_step_insert"])
+        assert cursor.fetchone() == (1,)
+    step(handoff.session, now - timedelta(hours=3, seconds=-5))
+    assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=5)
+    assert exact()
+
+
+@pytest.mark.django_db
 def test_on_but_not_backfilled_reads_probe_and_the_check_says_why(settings, account, now):
     if connection.vendor != "postgresql":
         pytest.skip("the first-action index needs PostgreSQL")
@@ -523,6 +578,57 @@ def test_a_step_and_a_claim_of_one_session_committed_side_by_side(committed_inde
     thread_2.join(10)
     assert errors_1 == errors_2 == []
     assert stored(handoff) == now - timedelta(minutes=5)
+    assert exact()
+
+
+def test_steps_of_two_sessions_sharing_a_lock_bucket_are_inserted_side_by_side_without_waiting(
+        committed_index, account, now):
+    sessions, by_bucket = [], {}
+    while len(sessions) < 300:
+        session = MODELS.session(account, created_at=now - timedelta(hours=2))
+        sessions.append(session)
+        pair = by_bucket.setdefault(bucket(session), [])
+        pair.append(session)
+        if len(pair) == 2:
+            break
+    assert len(pair) == 2, "no two sessions of one bucket among 300"
+    handoffs = [claimed_handoff(account, claimed_at=now - timedelta(hours=1), session=one) for one in pair]
+    first_started, first_commits = threading.Event(), threading.Event()
+    second_started, second_commits = threading.Event(), threading.Event()
+    second_commits.set()
+    thread_1, errors_1 = in_thread(lambda: step(pair[0], now - timedelta(minutes=20)), first_started, first_commits)
+    assert first_started.wait(10)
+    thread_2, errors_2 = in_thread(lambda: step(pair[1], now - timedelta(minutes=30)), second_started, second_commits)
+    # Step inserts take their bucket's lock shared: the second commits while the first is still open.
+    thread_2.join(10)
+    assert not thread_2.is_alive() and errors_2 == []
+    first_commits.set()
+    thread_1.join(10)
+    assert errors_1 == []
+    assert [stored(one) for one in handoffs] == [now - timedelta(minutes=20), now - timedelta(minutes=30)]
+    assert exact()
+
+
+@pytest.mark.parametrize("earliest", ["first", "second"])
+def test_two_steps_of_one_session_inserted_side_by_side_leave_the_earliest(committed_index, account, now, earliest):
+    session = MODELS.session(account, created_at=now - timedelta(hours=2))
+    handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=1), session=session)
+    instants = [now - timedelta(minutes=20), now - timedelta(minutes=40)]
+    if earliest == "first":
+        instants.reverse()
+    first_started, first_commits = threading.Event(), threading.Event()
+    second_started, second_commits = threading.Event(), threading.Event()
+    second_commits.set()
+    thread_1, errors_1 = in_thread(lambda: step(session, instants[0]), first_started, first_commits)
+    assert first_started.wait(10)
+    # The second may wait for the index row the first updated, then reads its committed value again.
+    thread_2, errors_2 = in_thread(lambda: step(session, instants[1]), second_started, second_commits)
+    time.sleep(0.3)
+    first_commits.set()
+    thread_1.join(10)
+    thread_2.join(10)
+    assert errors_1 == errors_2 == []
+    assert stored(handoff) == min(instants)
     assert exact()
 
 
