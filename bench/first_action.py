@@ -125,7 +125,10 @@ class FirstActionBench:
     # -- reads ---------------------------------------------------------------------
 
     def measure_reads(self, label, account_ids, *, rounds):
+        from django.db import connection, transaction
+
         from flowpilot_analytics import first_action_index as index
+        from flowpilot_analytics import rls
         from flowpilot_analytics.conf import app_settings
         from flowpilot_analytics.field_map import all_handoffs
         from flowpilot_analytics.selectors import escalation_metrics, escalation_metrics_by_account
@@ -133,14 +136,19 @@ class FirstActionBench:
         single = len(account_ids) == 1
         end = self.end
 
-        def endpoint(on):
+        def endpoint(on, *, request_memory=True):
+            # As the endpoint runs it: in a transaction with the request's work_mem (WORK_MEM), set
+            # with its other settings in one statement (rls.bind_user); or with the server's.
             def run():
                 app_settings.FIRST_ACTION_INDEX = on
                 try:
-                    if single:
-                        return figures_of(escalation_metrics(account=account_ids[0], period=PERIOD, now=end))
-                    by_account = escalation_metrics_by_account(accounts=account_ids, period=PERIOD, now=end)
-                    return {pk: figures_of(metrics) for pk, metrics in by_account.items()}
+                    with transaction.atomic():
+                        if request_memory:
+                            rls.set_local(["default"], rls.request_memory())
+                        if single:
+                            return figures_of(escalation_metrics(account=account_ids[0], period=PERIOD, now=end))
+                        by_account = escalation_metrics_by_account(accounts=account_ids, period=PERIOD, now=end)
+                        return {pk: figures_of(metrics) for pk, metrics in by_account.items()}
                 finally:
                     app_settings.FIRST_ACTION_INDEX = False
             return run
@@ -155,11 +163,16 @@ class FirstActionBench:
         if not reads_the_index:
             fail("the index is on but not ready: the faces would probe")
         log(f"\n{label}: {rounds} rounds")
-        variants = {"probe (index off)": endpoint(False), "index on": endpoint(True), "floor": floor}
+        variants = {"probe (index off)": endpoint(False), "index on": endpoint(True),
+                    "index on, server's work_mem": endpoint(True, request_memory=False), "floor": floor}
         timings, results = interleaved(variants, rounds=rounds)
         # The stored values must give the probe's figures, to the millisecond.
         agree({"endpoint query": results["probe (index off)"], "index on": results["index on"],
+               "index on, server's work_mem": results["index on, server's work_mem"],
                "floor": results["floor"]}, label)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW work_mem")
+            server_work_mem = cursor.fetchone()[0]
         pairs = zip(timings["index on"].samples, timings["floor"].samples)
         ratio_floor = statistics.median(a / b for a, b in pairs)
         pairs = zip(timings["probe (index off)"].samples, timings["index on"].samples)
@@ -168,9 +181,12 @@ class FirstActionBench:
             "label": label, "claimed": results["floor"],
             "probe": timings["probe (index off)"].median, "on": timings["index on"].median,
             "floor": timings["floor"].median, "ratio_floor": ratio_floor, "speedup": speedup,
+            "on_server_memory": timings["index on, server's work_mem"].median, "server_work_mem": server_work_mem,
+            "work_mem": app_settings.WORK_MEM,
         }
         log(f"  probe {seconds(line['probe'])}, index on {seconds(line['on'])}, floor {seconds(line['floor'])}: "
-            f"{speedup:.1f}x faster, {ratio_floor:.2f}x the floor")
+            f"{speedup:.1f}x faster, {ratio_floor:.2f}x the floor (work_mem {line['work_mem']}; with the "
+            f"server's {server_work_mem}: {seconds(line['on_server_memory'])})")
         return line
 
     # -- writes --------------------------------------------------------------------
@@ -354,12 +370,18 @@ class FirstActionBench:
             "",
             "### Reads: the endpoint's statement, 90 days",
             "",
-            "| scale | claimed | probe (index off) | index on | floor | faster | on / floor |",
-            "|---|---|---|---|---|---|---|",
+            f"As the endpoint runs it: in a transaction whose `work_mem` is `WORK_MEM` ({reads[0]['work_mem']}, "
+            "set with the statement timeout); the last column is the same statement with the server's "
+            f"`work_mem` ({reads[0]['server_work_mem']}), where the percentiles' sort of the largest accounts "
+            "spills to disk.",
+            "",
+            "| scale | claimed | probe (index off) | index on | floor | faster | on / floor | on, server's work_mem |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for line in reads:
             lines.append(f"| {line['label']} | {line['claimed']:,} | {seconds(line['probe'])} | {seconds(line['on'])} "
-                         f"| {seconds(line['floor'])} | {line['speedup']:.1f}x | {line['ratio_floor']:.2f}x |")
+                         f"| {seconds(line['floor'])} | {line['speedup']:.1f}x | {line['ratio_floor']:.2f}x "
+                         f"| {seconds(line['on_server_memory'])} |")
         lines += [
             "",
             "### Writes: what the triggers add",

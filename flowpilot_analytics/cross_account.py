@@ -124,13 +124,17 @@ def cross_account_problems(aliases, *, switch_on=False):
 
     One statement per PostgreSQL alias; with ``switch_on`` the same statement
     sets ``flowpilot.cross_account`` (and the host's cross-account setting, when
-    it names one) for the current transaction. A host's tables under a
+    it names one, and ``work_mem``: ``FLOWPILOT_ANALYTICS["WORK_MEM"]``) for the current transaction. A host's tables under a
     cross-account setting of the host's are taken as readable: the host's
     policies honour it, which only they know.
     """
     table, own_table = probe_table()
     trusted = not own_table and rls.host_settings()["cross_account_setting"] is not None
-    switches = rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON}) if switch_on else {}
+    # Switching on, the same statement gives the transaction the analytics' work_mem (the widget and the
+    # report sort the lags of every account).
+    switches = (
+        {**rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON}), **rls.request_memory()} if switch_on else {}
+    )
     problems = []
     for alias in aliases:
         connection = connections[alias]

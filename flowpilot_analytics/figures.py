@@ -37,6 +37,7 @@ from .stats import (
     LAG_BUCKETS,
     MICROSECONDS_PER_SECOND,
     bucket_counts,
+    counts_below_edges,
     mean_seconds,
     percentile,
     ratio,
@@ -151,21 +152,19 @@ def _age_seconds(claimed_at, figures, context):
     return round(max(0.0, (context.now - claimed_at).total_seconds()), 3)
 
 
-def _distribution(counts, figures, context):
+def _distribution(counts_below, figures, context):
+    # Cumulative counts under each upper edge, the last bucket being the rest of the lags.
+    counts = bucket_counts([int(count) for count in counts_below], figures["n_handoffs_with_action"])
     return tuple(
-        {"bucket": key, "min_seconds": low, "max_seconds": high, "count": int(count)}
+        {"bucket": key, "min_seconds": low, "max_seconds": high, "count": count}
         for (key, low, high), count in zip(LAG_BUCKETS, counts)
     )
 
 
-def _bucket_counts_sql():
-    filters = []
-    for low, high in zip((None, *BUCKET_UPPER_EDGES_US), (*BUCKET_UPPER_EDGES_US, None)):
-        conditions = ["lag_us IS NOT NULL"]
-        conditions += [f"lag_us >= {low}"] if low is not None else []
-        conditions += [f"lag_us < {high}"] if high is not None else []
-        filters.append(f"count(*) FILTER (WHERE {' AND '.join(conditions)})")
-    return f"ARRAY[{', '.join(filters)}]"
+def _counts_below_edges_sql():
+    # One comparison per edge and row (a NULL lag passes none): a fifth of the statement's time at 1M
+    # handoffs went to the bounded filters (two or three comparisons each) this replaces.
+    return "ARRAY[" + ", ".join(f"count(*) FILTER (WHERE lag_us < {edge})" for edge in BUCKET_UPPER_EDGES_US) + "]"
 
 
 FIGURES = (
@@ -258,8 +257,8 @@ FIGURES = (
         COVERAGE,
         "Counts per fixed lag bucket.",
         value=_distribution,
-        sql=_bucket_counts_sql(),
-        python=lambda lags, context: bucket_counts(lags.sorted_us),
+        sql=_counts_below_edges_sql(),
+        python=lambda lags, context: counts_below_edges(lags.sorted_us),
         nullable=False,
     ),
     Figure(

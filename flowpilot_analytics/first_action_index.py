@@ -9,10 +9,11 @@ from :class:`~flowpilot_analytics.models.FirstActionIndex` instead (an index-onl
 scan of ``(account_id, claimed_at)``), kept equal to the probe by triggers on the
 step and handoff tables in use, in the same transaction as each write:
 
-* a step inserted: the claimed handoffs of its session claimed before it, whose
-  first action is later (or none), take its instant;
-* a step deleted, or updated (instant, session, account): the handoffs whose
-  first action it was are probed again, then the new values apply as an insert;
+* a step inserted (a trigger per row): the claimed handoffs of its session
+  claimed before it, whose first action is later (or none), take its instant;
+* a step deleted, or updated (instant, session, account), per statement: the
+  handoffs whose first action it was are probed again, then the new values
+  apply as an insert;
 * a handoff claimed, re-claimed, unclaimed, moved to another session or deleted:
   its row is written again from the probe (or deleted);
 * a table truncated: the rows go (handoffs) or lose their first action (steps).
@@ -21,12 +22,15 @@ Concurrent writers. Under READ COMMITTED a step and a claim of the same session
 committed side by side would each miss the other (the step's trigger does not
 see the uncommitted claim's row; the claim's probe does not see the uncommitted
 step). Every trigger therefore first takes a transaction-level advisory lock
-on the bucket of each session it touches (:data:`LOCK_BUCKETS`, in ascending
-order within a statement),
-then reads with a fresh snapshot (each statement of a PL/pgSQL function
-takes one under READ COMMITTED): whichever comes second waits for the first to
-commit and then sees its rows. Writers under REPEATABLE READ or SERIALIZABLE
-keep their first snapshot and are not covered (docs/first-action-index.md).
+on the bucket of each session it touches (:data:`LOCK_BUCKETS`; several in
+ascending order within a statement), then reads with a fresh snapshot (each
+statement of a PL/pgSQL function takes one under READ COMMITTED): whichever
+comes second waits for the first to commit and then sees its rows. A step
+insert takes its lock *shared*: inserts never wait for one another (two
+inserts lowering the same row are ordered by that row's lock, and the second
+re-reads it after the first commits); a claim, a step update or delete takes it
+exclusive. Writers under REPEATABLE READ or SERIALIZABLE keep their first
+snapshot and are not covered (docs/first-action-index.md).
 
 The readers switch to the table only when it is *ready*: triggers installed on
 the tables in use (``install``) and every claimed handoff written (``backfill``);
@@ -259,7 +263,9 @@ def _into(names, prefix, relation):
 def trigger_functions(names):
     """``{function name: CREATE FUNCTION statement}`` for the tables of ``names``.
 
-    A statement writing one step runs static SQL over its values (plans cached
+    A step insert's trigger is per row (one lock, one index probe; the fewest
+    statements for the single-row inserts that dominate). For updates and deletes
+    of steps, a statement writing one step runs static SQL over its values (plans cached
     once, index lookups); one writing several runs its SQL through EXECUTE,
     planned for that statement's number of rows: a cached plan made for a bulk
     insert (hash joins over the whole table) would be ruinous for single rows,

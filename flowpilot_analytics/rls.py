@@ -40,6 +40,7 @@ ACCOUNT_SETTING = "flowpilot.account_id"
 USER_SETTING = "flowpilot.user_id"
 CROSS_ACCOUNT_SETTING = "flowpilot.cross_account"
 STATEMENT_TIMEOUT = "statement_timeout"
+WORK_MEM = "work_mem"
 
 # Tables of the app's own models whose rows belong to one account (an ``account_id``, or the
 # business calendar's, for its intervals and closed dates); those of them in use (not swapped
@@ -219,7 +220,7 @@ def with_host_settings(values):
 
 
 def bind_user(user, *, statement_timeout_ms):
-    """Lets the transaction read ``user``'s own memberships, within the statement timeout."""
+    """Lets the transaction read ``user``'s own memberships, within the statement timeout (and its ``work_mem``)."""
     _bound_user.set(str(user.pk))
     bind(
         read_aliases(),
@@ -229,8 +230,14 @@ def bind_user(user, *, statement_timeout_ms):
             ACCOUNT_SETTING: "",
             CROSS_ACCOUNT_SETTING: "",
             STATEMENT_TIMEOUT: statement_timeout_ms,
+            **request_memory(),
         }),
     )
+
+
+def request_memory():
+    """``{"work_mem": FLOWPILOT_ANALYTICS["WORK_MEM"]}`` for an analytics transaction, ``{}`` for the server's."""
+    return {} if app_settings.WORK_MEM is None else {WORK_MEM: app_settings.WORK_MEM}
 
 
 def bind_account(account):

@@ -31,12 +31,15 @@ def ratio(part, whole):
     return round(part / whole, 4) if whole else None
 
 
-def bucket_counts(lags_us):
-    """How many of ``lags_us`` fall in each of LAG_BUCKETS."""
-    counts = [0] * len(LAG_BUCKETS)
-    for lag in lags_us:
-        counts[bisect.bisect_right(BUCKET_UPPER_EDGES_US, lag)] += 1
-    return counts
+def counts_below_edges(sorted_lags_us):
+    """How many of ``sorted_lags_us`` (ascending) are under each of BUCKET_UPPER_EDGES_US (cumulative)."""
+    return [bisect.bisect_left(sorted_lags_us, edge) for edge in BUCKET_UPPER_EDGES_US]
+
+
+def bucket_counts(counts_below, total):
+    """The count of each of LAG_BUCKETS from :func:`counts_below_edges` and the number of lags."""
+    cumulative = [*counts_below, total]
+    return [high - low for low, high in zip([0, *cumulative[:-1]], cumulative)]
 
 
 def percentile(sorted_values, fraction):

@@ -55,12 +55,14 @@ def test_the_throttle_counts_each_user_apart(api_client, member, throttle_rate):
 @pytest.fixture
 def observed_metrics(monkeypatch):
     """The view's metric, recording the statement_timeout it runs under, after an optional pg_sleep."""
-    seen = {"timeouts": [], "sleep": 0}
+    seen = {"timeouts": [], "work_mem": [], "sleep": 0}
 
     def metrics(*, account, **window):
         with connection.cursor() as cursor:
             cursor.execute("SHOW statement_timeout")
             seen["timeouts"].append(cursor.fetchone()[0])
+            cursor.execute("SHOW work_mem")
+            seen["work_mem"].append(cursor.fetchone()[0])
             if seen["sleep"]:
                 cursor.execute("SELECT pg_sleep(%s)", [seen["sleep"]])
         return escalation_metrics(account=account, **window)
@@ -103,6 +105,24 @@ def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
 
     assert observed_metrics["timeouts"] == ["1234ms"]
     assert after == before != "1234ms"
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("work_mem", ["32MB", "1GB", None])
+def test_the_requests_work_mem_follows_the_setting_and_ends_with_the_request(
+    engineer_client, settings, observed_metrics, work_mem
+):
+    """The percentiles' sort gets WORK_MEM for the request's transaction only; None keeps the server's."""
+    settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "WORK_MEM": work_mem}
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        [before] = cursor.fetchone()
+        assert engineer_client.get(URL).status_code == 200
+        cursor.execute("SHOW work_mem")
+        [after] = cursor.fetchone()
+
+    assert observed_metrics["work_mem"] == [work_mem or before]
+    assert after == before
 
 
 @pytest.mark.parametrize(
