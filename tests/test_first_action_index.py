@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flowpilot_analytics import first_action_index as index
+from flowpilot_analytics import rls
 from flowpilot_analytics.checks import check_first_action_index
 from flowpilot_analytics.field_map import field_map
-from flowpilot_analytics.models import FirstActionIndex, get_handoff_model, get_step_model
+from flowpilot_analytics.models import FirstActionIndex, get_handoff_model, get_session_model, get_step_model
 from flowpilot_analytics.selectors import (
     escalation_figures_by_day,
     escalation_metrics,
@@ -330,9 +331,13 @@ def test_migration_0011_installs_the_triggers_again_keeping_rows_and_backfill(in
 
     handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=3), lag=60)
     with default.cursor() as cursor:
-        # An earlier version's function in place (here: one doing nothing), its trigger still there.
+        # An earlier version's function in place (here: one doing nothing), its trigger still there,
+        # and no policy for the triggers (that version had none).
         cursor.execute("CREATE OR REPLACE FUNCTION flowpilot_first_action_step_insert() RETURNS trigger "
                        "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+        cursor.execute(index.trigger_policy_statements()[0])
+    index.clear_cache()
+    assert "policy" in index.read_state(default).reason and not index.is_ready()
     step(handoff.session, now - timedelta(hours=3, seconds=-30))
     assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=60)  # missed by that version
     with default.cursor() as cursor:
@@ -351,6 +356,47 @@ def test_migration_0011_installs_the_triggers_again_keeping_rows_and_backfill(in
     step(handoff.session, now - timedelta(hours=3, seconds=-5))
     assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=5)
     assert exact()
+
+
+@pytest.mark.django_db
+def test_a_non_superuser_owners_triggers_keep_the_index_for_an_unbound_writer(settings, account, now):
+    """Installed by a plain role owning the table: its triggers write through their policy, without binding."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the first-action index needs PostgreSQL")
+    turn(settings, True)
+    session = MODELS.session(account, created_at=now - timedelta(hours=2))
+    handoff = unclaimed_handoff(session, created_at=now - timedelta(hours=2))
+    tables = index.metric_tables()
+    owner = "flowpilot_index_owner_test"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {owner} NOSUPERUSER NOBYPASSRLS")
+        cursor.execute(f"GRANT CREATE ON SCHEMA public TO {owner}")
+        for table in (index.TABLE, index.STATE_TABLE):
+            cursor.execute(f"ALTER TABLE {table} OWNER TO {owner}")
+        cursor.execute(f"GRANT TRIGGER, SELECT, UPDATE ON {index.q(tables.step.name)}, {index.q(tables.handoff.name)} "
+                       f"TO {owner}")
+        # A host's policies on its steps may read its sessions.
+        cursor.execute(f"GRANT SELECT ON {index.q(get_session_model()._meta.db_table)} TO {owner}")
+        cursor.execute(f"SET LOCAL ROLE {owner}")
+    index.install()
+    index.backfill(vacuum=False)  # nothing claimed yet
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+        # The commands' cross-account mode ends with their transaction (here the test's): off again.
+        cursor.execute("SELECT set_config(%s, '', true)", [rls.CROSS_ACCOUNT_SETTING])
+    claim(handoff, now - timedelta(hours=1))
+    # The writer (the test's superuser here) binds no account and sets no cross-account mode: the
+    # step insert's trigger, run as the owner, passes the table's policies only through its own.
+    step(session, now - timedelta(minutes=30))
+    assert stored(handoff) == now - timedelta(minutes=30)
+    with connection.cursor() as cursor:
+        # The claim's trigger switched the mode on for its statements only.
+        cursor.execute("SELECT current_setting(%s, true)", [rls.CROSS_ACCOUNT_SETTING])
+        assert cursor.fetchone() == ("",)
+        cursor.execute(f"SET LOCAL ROLE {owner}")
+        cursor.execute(f"SELECT count(*) FROM {index.TABLE}")  # outside a trigger: nothing, as before
+        assert cursor.fetchone() == (0,)
+        cursor.execute("RESET ROLE")
 
 
 @pytest.mark.django_db
