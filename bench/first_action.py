@@ -203,10 +203,11 @@ class FirstActionBench:
             cursor.execute(
                 f"SELECT {handoff.pk}, {handoff.session}, {handoff.claimed_at} FROM {handoff.name} "
                 f"WHERE {handoff.account} = %s AND {handoff.claimed_at} IS NOT NULL ORDER BY {handoff.pk} DESC LIMIT %s",
-                [account_id, WRITE_ROWS_BULK],
+                [account_id, WRITE_ROWS_BULK + WRITE_ROWS_SINGLE],
             )
-            claimed = cursor.fetchall()
-        single = claimed[:WRITE_ROWS_SINGLE]
+            rows = cursor.fetchall()
+        # Separate handoffs for the bulk and the single-row rounds.
+        claimed, single = rows[:WRITE_ROWS_BULK], rows[WRITE_ROWS_BULK:]
         step_account = f", {step.account}" if step.account else ""
         step_value = ", %s" if step.account else ""
 
@@ -290,6 +291,14 @@ class FirstActionBench:
                 pass
             return elapsed, rows
 
+        def vacuum():
+            # Each kind of write starts from the same state: the rounds before it, rolled back,
+            # left dead rows (and index entries) in the tables the triggers read and write.
+            with connection.cursor() as cursor:
+                cursor.execute(f"VACUUM {index_table}, {handoff.name}")
+
+        from flowpilot_analytics.first_action_index import TABLE as index_table
+
         results = []
         for label, work, table in (
             (f"step insert, bulk ({len(claimed):,} rows, one statement), each a first action",
@@ -310,8 +319,10 @@ class FirstActionBench:
         ):
             samples = {True: [], False: []}
             rows = 0
+            vacuum()
             timed(work, table, triggers=True)  # warm-up
-            for _ in range(rounds):
+            # The single-row rounds are short: more of them.
+            for _ in range(rounds if "bulk" in label else rounds * 3):
                 for triggers in (False, True):
                     elapsed, rows = timed(work, table, triggers=triggers)
                     samples[triggers].append(elapsed)
@@ -387,7 +398,10 @@ class FirstActionBench:
             "### Writes: what the triggers add",
             "",
             "Each round runs in a transaction rolled back, once with the triggers and once with them disabled "
-            "(`ALTER TABLE ... DISABLE TRIGGER USER`); single-row rounds include the client round trip of each "
+            "(`ALTER TABLE ... DISABLE TRIGGER USER`), in alternation; each kind of write starts after a "
+            "`VACUUM` of the index and handoff tables (the rounds before, rolled back, leave dead rows) and "
+            f"has {WRITE_ROWS_SINGLE:,} handoffs of its own for single rows, {WRITE_ROWS_BULK:,} in bulk, with "
+            "three times as many single-row rounds as bulk ones; single-row rounds include the client round trip of each "
             "statement (the same in both, but its noise swamps the difference on a loaded machine), the "
             "server-side loops run the same single-row statements in one PL/pgSQL `DO` block (one statement "
             "each, so one trigger call each, no round trip): their difference is the triggers' own cost. The steps go into sessions with a claimed handoff, either 7 s after the "

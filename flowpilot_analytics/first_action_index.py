@@ -183,14 +183,13 @@ def _probe_again(names, steps):
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
 
 
-def _lock(session, *, shared=False):
-    """PL/pgSQL taking the advisory lock of one session's bucket (none for a NULL session).
+def _lock(session):
+    """PL/pgSQL taking the advisory lock of one session's bucket (none for a NULL session), exclusive.
 
     An assignment of a plain expression: PL/pgSQL evaluates it without starting
     an executor (a ``PERFORM`` would run a query).
     """
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    return f"lock_taken := {function}({LOCK_CLASS}, {_bucket(session)})::text;"
+    return f"lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(session)})::text;"
 
 
 def _lock_two(first, second):
@@ -222,7 +221,7 @@ def _count_into_lock(names, prefix, relation):
             f"INTO {targets}, rows_written, lock_taken FROM {relation} AS r LIMIT 1;")
 
 
-def _function(name, body, declare="", *, cross_account=True):
+def _function(name, body, declare="", *, cross_account=True, search_path=True):
     """A trigger function: SECURITY DEFINER (the writer of a step need not be able to write this table).
 
     The table's :data:`TRIGGER_POLICY` lets its owner's triggers through. The functions that
@@ -231,6 +230,12 @@ def _function(name, body, declare="", *, cross_account=True):
     with the transaction): a ``SET`` clause would do the same, but PostgreSQL lets only a
     superuser give a function a ``SET`` of a parameter it does not know (a placeholder such as
     this one), and it costs a few µs per call more. A step insert's function needs neither.
+
+    ``search_path``: the function runs with a fixed ``search_path`` (its SQL names tables,
+    functions and operators unqualified). Without it (the step insert's, the hot path: the
+    clause costs some 5 µs per call), every name in the body must be schema-qualified,
+    operators included (``OPERATOR(pg_catalog.=)``), or a writer's own ``search_path`` could
+    resolve them to objects of its choosing, run with the owner's rights.
     """
     if cross_account:
         setting = _literal(rls.CROSS_ACCOUNT_SETTING)
@@ -241,7 +246,7 @@ def _function(name, body, declare="", *, cross_account=True):
                 f"cross_now := pg_catalog.set_config({setting}, cross_before, true);")
     return f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, public AS $fn$
+{"SET search_path = pg_catalog, public " if search_path else ""}AS $fn$
 {('DECLARE ' + declare) if declare else ''}
 BEGIN
 {body}
@@ -267,12 +272,24 @@ def _single_apply(names, prefix):
             f"AND claimed_at < {prefix}_1 AND (first_action_at IS NULL OR first_action_at > {prefix}_1);")
 
 
-def _row_apply(names):
-    """Static SQL of a row trigger: the new step (``NEW``) lowers the first actions it comes first after."""
+def _op(operator):
+    return f"OPERATOR(pg_catalog.{operator})"
+
+
+def _row_apply(names, index_table):
+    """Static SQL of a row trigger, every name qualified: the new step (``NEW``) lowers the first actions
+    it comes first after. ``index_table``: this table's schema-qualified name."""
     created = f"NEW.{q(names.step_created_at)}"
-    account = f" AND account_id = NEW.{q(names.step_account)}" if names.step_account else ""
-    return (f"UPDATE {TABLE} SET first_action_at = {created} WHERE session_id = NEW.{q(names.step_session)}"
-            f"{account} AND claimed_at < {created} AND (first_action_at IS NULL OR first_action_at > {created});")
+    account = f" AND account_id {_op('=')} NEW.{q(names.step_account)}" if names.step_account else ""
+    return (f"UPDATE {index_table} SET first_action_at = {created} "
+            f"WHERE session_id {_op('=')} NEW.{q(names.step_session)}{account} AND claimed_at {_op('<')} {created} "
+            f"AND (first_action_at IS NULL OR first_action_at {_op('>')} {created});")
+
+
+def _qualified_shared_lock(session):
+    """PL/pgSQL: the *shared* lock of one session's bucket (a step insert's), every name qualified."""
+    return (f"lock_taken := pg_catalog.pg_advisory_xact_lock_shared({LOCK_CLASS}, "
+            f"(pg_catalog.hashint8({session}) {_op('&')} {LOCK_BUCKETS - 1}))::pg_catalog.text;")
 
 
 def _single_probe_again(names, prefix):
@@ -289,7 +306,7 @@ def _into(names, prefix, relation):
     return f"SELECT {columns} INTO {', '.join(f'{prefix}_{i}' for i in range(count))} FROM {relation};"
 
 
-def trigger_functions(names):
+def trigger_functions(names, index_table=TABLE):
     """``{function name: CREATE FUNCTION statement}`` for the tables of ``names``.
 
     A step insert's trigger is per row (one lock, one index probe; the fewest
@@ -298,7 +315,8 @@ def trigger_functions(names):
     once, index lookups); one writing several runs its SQL through EXECUTE,
     planned for that statement's number of rows: a cached plan made for a bulk
     insert (hash joins over the whole table) would be ruinous for single rows,
-    and the reverse for bulk.
+    and the reverse for bulk. ``index_table``: this table's name as the functions
+    name it (schema-qualified by :func:`install`).
     """
     session = q(names.step_session)
     h = names
@@ -312,8 +330,8 @@ def trigger_functions(names):
         # Per row: the step's shared lock (steps inserted side by side never wait for each other;
         # their updates of one index row are ordered by its row lock), then one index probe.
         f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
-{_lock(f"NEW.{session}", shared=True)}
-{_row_apply(names)}""", declare="lock_taken text;", cross_account=False),
+{_qualified_shared_lock(f"NEW.{session}")}
+{_row_apply(names, index_table)}""", declare="lock_taken pg_catalog.text;", cross_account=False, search_path=False),
         f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
 SELECT count(*) INTO rows_written FROM old_steps;
 IF rows_written = 1 THEN
@@ -582,7 +600,11 @@ def install(*, using="default"):
         if previous:
             _drop(cursor, Names.from_signature(previous))
         names = Names.from_signature(wanted)
-        for statement in trigger_functions(names).values():
+        cursor.execute("SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) "
+                       "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE c.oid = to_regclass(%s)", [TABLE])
+        [index_table] = cursor.fetchone()
+        for statement in trigger_functions(names, index_table).values():
             cursor.execute(statement)
         for _, _, statement in trigger_statements(names):
             cursor.execute(statement)

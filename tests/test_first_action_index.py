@@ -400,6 +400,39 @@ def test_a_non_superuser_owners_triggers_keep_the_index_for_an_unbound_writer(se
 
 
 @pytest.mark.django_db
+def test_a_writers_search_path_cannot_hijack_the_step_inserts_trigger(index_on, account, now):
+    """The step insert's function has no SET search_path: every name in it is qualified, operators too."""
+    handoff = claimed_handoff(account, claimed_at=now - timedelta(hours=2))
+    evil = ["CREATE SCHEMA flowpilot_evil_test",
+            "CREATE TEMP TABLE flowpilot_first_action_index (LIKE public.flowpilot_first_action_index)"]
+    for name, left, right in (("=", "bigint", "bigint"), ("<", "timestamptz", "timestamptz"),
+                              (">", "timestamptz", "timestamptz"), ("&", "integer", "integer")):
+        function = f"flowpilot_evil_test.op_{ord(name)}"
+        returns = "integer" if name == "&" else "boolean"
+        evil += [f"CREATE FUNCTION {function}({left}, {right}) RETURNS {returns} LANGUAGE plpgsql AS "
+                 f"$$ BEGIN RAISE EXCEPTION 'hijacked: {name}'; END $$",
+                 f"CREATE OPERATOR flowpilot_evil_test.{name} (LEFTARG = {left}, RIGHTARG = {right}, "
+                 f"FUNCTION = {function})"]
+    evil += ["CREATE FUNCTION flowpilot_evil_test.hashint8(bigint) RETURNS integer LANGUAGE plpgsql AS "
+             "$$ BEGIN RAISE EXCEPTION 'hijacked: hashint8'; END $$",
+             "CREATE FUNCTION flowpilot_evil_test.pg_advisory_xact_lock_shared(integer, integer) RETURNS void "
+             "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'hijacked: lock'; END $$",
+             # The writer's path puts its own schema (and its temporary one) before pg_catalog.
+             "SET LOCAL search_path = pg_temp, flowpilot_evil_test, pg_catalog, public"]
+    with connection.cursor() as cursor:
+        for statement in evil:
+            cursor.execute(statement)
+        cursor.execute(f"INSERT INTO {index.q(index.metric_tables().step.name)} "
+                       f"({field_map().step_session}_id, account_id, created_at) VALUES (%s, %s, %s)",
+                       [handoff.session.pk, account.pk, now - timedelta(hours=1)])
+        cursor.execute("SELECT count(*) FROM pg_temp.flowpilot_first_action_index")
+        assert cursor.fetchone() == (0,)
+        cursor.execute("SET LOCAL search_path = DEFAULT")
+        cursor.execute("DROP TABLE pg_temp.flowpilot_first_action_index")  # else it hides the real one
+    assert stored(handoff) == now - timedelta(hours=1)
+
+
+@pytest.mark.django_db
 def test_on_but_not_backfilled_reads_probe_and_the_check_says_why(settings, account, now):
     if connection.vendor != "postgresql":
         pytest.skip("the first-action index needs PostgreSQL")
