@@ -422,9 +422,11 @@ def test_a_writers_search_path_cannot_hijack_the_step_inserts_trigger(index_on, 
     with connection.cursor() as cursor:
         for statement in evil:
             cursor.execute(statement)
-        cursor.execute(f"INSERT INTO {index.q(index.metric_tables().step.name)} "
-                       f"({field_map().step_session}_id, account_id, created_at) VALUES (%s, %s, %s)",
-                       [handoff.session.pk, account.pk, now - timedelta(hours=1)])
+        step_table = index.metric_tables().step
+        columns = [step_table.session, step_table.created_at, *([step_table.account] if step_table.account else [])]
+        cursor.execute(f"INSERT INTO {index.q(step_table.name)} ({', '.join(index.q(c) for c in columns)}) "
+                       f"VALUES ({', '.join(['%s'] * len(columns))})",
+                       [handoff.session.pk, now - timedelta(hours=1), *([account.pk] if step_table.account else [])])
         cursor.execute("SELECT count(*) FROM pg_temp.flowpilot_first_action_index")
         assert cursor.fetchone() == (0,)
         cursor.execute("SET LOCAL search_path = DEFAULT")
