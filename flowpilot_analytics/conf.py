@@ -117,9 +117,10 @@ def _non_negative_int(value):
     return None
 
 
-# PostgreSQL's own range for work_mem: 64kB to 2GB-1kB (INT_MAX / 1024 kB).
-_MEMORY = re.compile(r"([1-9][0-9]{0,9})(kB|MB|GB)")
-_MEMORY_KB = {"kB": 1, "MB": 1024, "GB": 1024 * 1024}
+# PostgreSQL's own range for work_mem: 64kB to INT_MAX kB (64-bit builds), in its units.
+_MEMORY = re.compile(r"([1-9][0-9]{0,12})(kB|MB|GB|TB)")
+_MEMORY_KB = {"kB": 1, "MB": 1024, "GB": 1024 ** 2, "TB": 1024 ** 3}
+_WORK_MEM_KB = (64, 2_147_483_647)
 
 
 def _work_mem(value):
@@ -127,10 +128,10 @@ def _work_mem(value):
     if value is None:
         return None
     if match is None:
-        return "must be None or a PostgreSQL memory size such as '32MB' (an integer and kB, MB or GB)"
+        return "must be None or a PostgreSQL memory size such as '32MB' (an integer and kB, MB, GB or TB)"
     kilobytes = int(match.group(1)) * _MEMORY_KB[match.group(2)]
-    if not 64 <= kilobytes <= 2_147_483_647 // 1024:
-        return "must be between 64kB and 2097151kB (PostgreSQL's range for work_mem)"
+    if not _WORK_MEM_KB[0] <= kilobytes <= _WORK_MEM_KB[1]:
+        return f"must be between {_WORK_MEM_KB[0]}kB and {_WORK_MEM_KB[1]}kB (PostgreSQL's range for work_mem)"
     return None
 
 

@@ -38,6 +38,7 @@ otherwise they probe, and the system check ``W040`` says why. ``verify``
 compares the table with the probe. ``manage.py first_action_index`` runs these.
 """
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -147,7 +148,7 @@ def _probe(names, *, session, account, claimed_at):
             f"ORDER BY st.{q(names.step_created_at)} LIMIT 1)")
 
 
-def _apply_new_steps(names, steps):
+def _apply_new_steps(names, steps, table):
     """SQL lowering the first action of the handoffs each of ``steps`` (a relation) comes first after."""
     # Per step, an index probe of its session's rows (LATERAL ... OFFSET 0 keeps the planner from
     # flattening it into a hash join reading the whole table: 23 µs per step at 1M rows, against a
@@ -155,10 +156,10 @@ def _apply_new_steps(names, steps):
     account_match = f" AND i.account_id = n.{q(names.step_account)}" if names.step_account else ""
     created = f"n.{q(names.step_created_at)}"
     return f"""
-    UPDATE {TABLE} AS target SET first_action_at = earliest.at
+    UPDATE {table} AS target SET first_action_at = earliest.at
     FROM (SELECT i.handoff_id, min(i.at) AS at
           FROM {steps} AS n CROSS JOIN LATERAL (
-               SELECT i.handoff_id, {created} AS at FROM {TABLE} AS i
+               SELECT i.handoff_id, {created} AS at FROM {table} AS i
                WHERE i.session_id = n.{q(names.step_session)}{account_match} AND i.claimed_at < {created}
                  AND (i.first_action_at IS NULL OR i.first_action_at > {created}) OFFSET 0) AS i
           GROUP BY i.handoff_id) AS earliest
@@ -172,12 +173,12 @@ def _step_columns(names):
                      if column)
 
 
-def _probe_again(names, steps):
+def _probe_again(names, steps, table):
     """SQL probing again the handoffs whose first action was one of ``steps`` (a relation)."""
     account_match = f" AND o.{q(names.step_account)} = i.account_id" if names.step_account else ""
     probe = _probe(names, session="i.session_id", account="i.account_id", claimed_at="i.claimed_at")
     return f"""
-    UPDATE {TABLE} AS i SET first_action_at = {probe}
+    UPDATE {table} AS i SET first_action_at = {probe}
     FROM (SELECT DISTINCT {_step_columns(names)} FROM {steps} AS d) AS o
     WHERE o.{q(names.step_session)} = i.session_id{account_match}
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
@@ -231,11 +232,14 @@ def _function(name, body, declare="", *, cross_account=True, search_path=True):
     superuser give a function a ``SET`` of a parameter it does not know (a placeholder such as
     this one), and it costs a few µs per call more. A step insert's function needs neither.
 
-    ``search_path``: the function runs with a fixed ``search_path`` (its SQL names tables,
-    functions and operators unqualified). Without it (the step insert's, the hot path: the
-    clause costs some 5 µs per call), every name in the body must be schema-qualified,
-    operators included (``OPERATOR(pg_catalog.=)``), or a writer's own ``search_path`` could
-    resolve them to objects of its choosing, run with the owner's rights.
+    Tables are always named with their schema (:func:`install` reads it): an unqualified
+    name would be looked up in the writer's temporary schema first, where a table of the
+    writer's own, with triggers of its own, would then run as the owner.
+    ``search_path``: the function runs with ``search_path = pg_catalog, pg_temp`` (functions,
+    operators and types from ``pg_catalog``; the temporary schema last, as PostgreSQL
+    advises for ``SECURITY DEFINER``). Without it (the step insert's, the hot path: the
+    clause costs some 5 µs per call), every function, type and operator in the body must be
+    schema-qualified too (``OPERATOR(pg_catalog.=)``).
     """
     if cross_account:
         setting = _literal(rls.CROSS_ACCOUNT_SETTING)
@@ -246,7 +250,7 @@ def _function(name, body, declare="", *, cross_account=True, search_path=True):
                 f"cross_now := pg_catalog.set_config({setting}, cross_before, true);")
     return f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-{"SET search_path = pg_catalog, public " if search_path else ""}AS $fn$
+{"SET search_path = pg_catalog, pg_temp " if search_path else ""}AS $fn$
 {('DECLARE ' + declare) if declare else ''}
 BEGIN
 {body}
@@ -265,10 +269,10 @@ def _one_step(names, prefix):
     return " ".join(f"{prefix}_{i} {q(names.step)}.{q(column)}%TYPE;" for i, column in enumerate(columns))
 
 
-def _single_apply(names, prefix):
+def _single_apply(names, prefix, table):
     """Static SQL: one new step (variables ``<prefix>_0..2``) lowers the first actions it comes first after."""
     account = f" AND account_id = {prefix}_2" if names.step_account else ""
-    return (f"UPDATE {TABLE} SET first_action_at = {prefix}_1 WHERE session_id = {prefix}_0{account} "
+    return (f"UPDATE {table} SET first_action_at = {prefix}_1 WHERE session_id = {prefix}_0{account} "
             f"AND claimed_at < {prefix}_1 AND (first_action_at IS NULL OR first_action_at > {prefix}_1);")
 
 
@@ -292,11 +296,11 @@ def _qualified_shared_lock(session):
             f"(pg_catalog.hashint8({session}) {_op('&')} {LOCK_BUCKETS - 1}))::pg_catalog.text;")
 
 
-def _single_probe_again(names, prefix):
+def _single_probe_again(names, prefix, table):
     """Static SQL: the handoffs whose first action was one step (variables ``<prefix>_0..2``) are probed again."""
     account = f" AND i.account_id = {prefix}_2" if names.step_account else ""
     probe = _probe(names, session="i.session_id", account="i.account_id", claimed_at="i.claimed_at")
-    return (f"UPDATE {TABLE} AS i SET first_action_at = {probe} WHERE i.session_id = {prefix}_0{account} "
+    return (f"UPDATE {table} AS i SET first_action_at = {probe} WHERE i.session_id = {prefix}_0{account} "
             f"AND i.first_action_at = {prefix}_1;")
 
 
@@ -318,6 +322,7 @@ def trigger_functions(names, index_table=TABLE):
     and the reverse for bulk. ``index_table``: this table's name as the functions
     name it (schema-qualified by :func:`install`).
     """
+    t = index_table
     session = q(names.step_session)
     h = names
     claimed_probe = _probe(names, session=f"NEW.{q(h.handoff_session)}", account=f"NEW.{q(h.handoff_account)}",
@@ -331,7 +336,7 @@ def trigger_functions(names, index_table=TABLE):
         # their updates of one index row are ordered by its row lock), then one index probe.
         f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
 {_qualified_shared_lock(f"NEW.{session}")}
-{_row_apply(names, index_table)}""", declare="lock_taken pg_catalog.text;", cross_account=False, search_path=False),
+{_row_apply(names, t)}""", declare="lock_taken pg_catalog.text;", cross_account=False, search_path=False),
         f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
 SELECT count(*) INTO rows_written FROM old_steps;
 IF rows_written = 1 THEN
@@ -341,51 +346,51 @@ IF rows_written = 1 THEN
     RETURN NULL;
   END IF;
   {_lock_two('o_0', 'n_0')}
-  {_single_probe_again(names, 'o')}
-  {_single_apply(names, 'n')}
+  {_single_probe_again(names, 'o', t)}
+  {_single_apply(names, 'n', t)}
 ELSIF rows_written > 1 THEN
   -- Only the steps whose instant, session or account changed (set difference both ways).
   IF NOT EXISTS {moved_from} AND NOT EXISTS {moved_to} THEN
     RETURN NULL;
   END IF;
   {_lock_sessions(f"SELECT {session} FROM {moved_from} AS o UNION ALL SELECT {session} FROM {moved_to} AS n")}
-  EXECUTE {_literal(_probe_again(names, moved_from).strip().rstrip(";"))};
-  EXECUTE {_literal(_apply_new_steps(names, moved_to).strip().rstrip(";"))};
+  EXECUTE {_literal(_probe_again(names, moved_from, t).strip().rstrip(";"))};
+  EXECUTE {_literal(_apply_new_steps(names, moved_to, t).strip().rstrip(";"))};
 END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'o')} {_one_step(names, 'n')}"),
         f"{PREFIX}_step_delete": _function(f"{PREFIX}_step_delete", f"""
 {_count_into_lock(names, 'o', 'old_steps')}
 IF rows_written = 1 THEN
   IF o_0 IS NOT NULL THEN
-    {_single_probe_again(names, 'o')}
+    {_single_probe_again(names, 'o', t)}
   END IF;
 ELSIF rows_written > 1 THEN
   {_lock_sessions(f"SELECT {session} FROM old_steps")}
-  EXECUTE {_literal(_probe_again(names, "old_steps").strip().rstrip(";"))};
+  EXECUTE {_literal(_probe_again(names, "old_steps", t).strip().rstrip(";"))};
 END IF;""", declare=f"rows_written bigint; lock_taken text; {_one_step(names, 'o')}"),
         f"{PREFIX}_step_truncate": _function(
-            f"{PREFIX}_step_truncate", f"UPDATE {TABLE} SET first_action_at = NULL;"
+            f"{PREFIX}_step_truncate", f"UPDATE {t} SET first_action_at = NULL;"
         ),
         f"{PREFIX}_handoff_write": _function(f"{PREFIX}_handoff_write", f"""
 IF TG_OP = 'UPDATE' THEN
   {_lock_two(f"OLD.{q(h.handoff_session)}", f"NEW.{q(h.handoff_session)}")}
   IF OLD.{q(h.handoff_pk)} IS DISTINCT FROM NEW.{q(h.handoff_pk)} THEN
-    DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
+    DELETE FROM {t} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   END IF;
 ELSIF TG_OP = 'INSERT' THEN
   {_lock(f"NEW.{q(h.handoff_session)}")}
 ELSE
   {_lock(f"OLD.{q(h.handoff_session)}")}
-  DELETE FROM {TABLE} WHERE handoff_id = OLD.{q(h.handoff_pk)};
+  DELETE FROM {t} WHERE handoff_id = OLD.{q(h.handoff_pk)};
   RETURN NULL;
 END IF;
 IF NEW.{q(h.handoff_claimed_at)} IS NULL THEN
-  DELETE FROM {TABLE} WHERE handoff_id = NEW.{q(h.handoff_pk)};
+  DELETE FROM {t} WHERE handoff_id = NEW.{q(h.handoff_pk)};
   RETURN NULL;
 END IF;
 IF TG_OP = 'UPDATE' AND OLD.{q(h.handoff_claimed_at)} IS NOT NULL
    AND OLD.{q(h.handoff_pk)} IS NOT DISTINCT FROM NEW.{q(h.handoff_pk)} THEN
   -- A re-claim (or a claimed handoff's session or claimer changed): its row is there.
-  UPDATE {TABLE} SET account_id = NEW.{q(h.handoff_account)}, session_id = NEW.{q(h.handoff_session)},
+  UPDATE {t} SET account_id = NEW.{q(h.handoff_account)}, session_id = NEW.{q(h.handoff_session)},
     claimed_at = NEW.{q(h.handoff_claimed_at)}, claimed_by_id = NEW.{q(h.handoff_claimed_by)},
     first_action_at = {claimed_probe}
   WHERE handoff_id = NEW.{q(h.handoff_pk)};
@@ -393,13 +398,13 @@ IF TG_OP = 'UPDATE' AND OLD.{q(h.handoff_claimed_at)} IS NOT NULL
     RETURN NULL;
   END IF;
 END IF;
-INSERT INTO {TABLE} (handoff_id, account_id, session_id, claimed_at, claimed_by_id, first_action_at)
+INSERT INTO {t} (handoff_id, account_id, session_id, claimed_at, claimed_by_id, first_action_at)
 VALUES (NEW.{q(h.handoff_pk)}, NEW.{q(h.handoff_account)}, NEW.{q(h.handoff_session)},
         NEW.{q(h.handoff_claimed_at)}, NEW.{q(h.handoff_claimed_by)}, {claimed_probe})
 ON CONFLICT (handoff_id) DO UPDATE SET account_id = EXCLUDED.account_id, session_id = EXCLUDED.session_id,
   claimed_at = EXCLUDED.claimed_at, claimed_by_id = EXCLUDED.claimed_by_id,
   first_action_at = EXCLUDED.first_action_at;""", declare="lock_taken text;"),
-        f"{PREFIX}_handoff_truncate": _function(f"{PREFIX}_handoff_truncate", f"DELETE FROM {TABLE};"),
+        f"{PREFIX}_handoff_truncate": _function(f"{PREFIX}_handoff_truncate", f"DELETE FROM {t};"),
     }
 
 
@@ -593,19 +598,25 @@ def install(*, using="default"):
         raise NotPostgreSQL(using)
     wanted = signature()
     with transaction.atomic(using=using), connection.cursor() as cursor:
+        wanted_names = Names.from_signature(wanted)
+        # The writers of steps and handoffs first (they wait for us, we never for them while
+        # holding this table: their triggers write it).
+        cursor.execute(f"LOCK TABLE {q(wanted_names.step)}, {q(wanted_names.handoff)} IN SHARE ROW EXCLUSIVE MODE")
         _cross_account(cursor)
         row = _state_row(cursor)
         previous = row[0] if row else ""
         kept = previous == wanted and read_state(connection).reason != TRIGGERS_MISSING
         if previous:
             _drop(cursor, Names.from_signature(previous))
-        names = Names.from_signature(wanted)
-        cursor.execute("SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) "
-                       "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE c.oid = to_regclass(%s)", [TABLE])
-        [index_table] = cursor.fetchone()
-        for statement in trigger_functions(names, index_table).values():
+        names = wanted_names
+        # The functions name every table with its schema.
+        qualified = dataclasses.replace(names, step=_with_schema(cursor, names.step),
+                                        handoff=_with_schema(cursor, names.handoff))
+        for function, statement in trigger_functions(qualified, q(_with_schema(cursor, TABLE))).items():
             cursor.execute(statement)
+            # Only the owner may attach them to a table (EXECUTE is checked at CREATE TRIGGER):
+            # on a table of its own, a writer could make them rewrite any account's rows.
+            cursor.execute(f"REVOKE ALL ON FUNCTION {function}() FROM PUBLIC")
         for _, _, statement in trigger_statements(names):
             cursor.execute(statement)
         for statement in trigger_policy_statements():
@@ -616,6 +627,16 @@ def install(*, using="default"):
         _write_state(cursor, installed_for=wanted, installed=True, backfilled=backfilled)
     clear_cache()
     return not backfilled
+
+
+def _with_schema(cursor, table):
+    """``schema.table`` of ``table`` (as the current ``search_path`` finds it), each part unquoted."""
+    cursor.execute("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                   "ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass(%s)", [q(table)])
+    row = cursor.fetchone()
+    if row is None:
+        raise NotInstalled(f"table {table!r} not found")
+    return f"{row[0]}.{row[1]}"
 
 
 def remove(*, using="default"):

@@ -271,6 +271,8 @@ def bind(aliases, values):
 
 def set_local(aliases, values):
     """``set_config(name, value, true)`` for each of ``values`` in one statement, per PostgreSQL alias."""
+    if not values:
+        return
     sql = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(values))
     params = [part for name, value in values.items() for part in (name, str(value))]
     for alias in aliases:

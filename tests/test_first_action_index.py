@@ -324,7 +324,7 @@ def django_capture():
 
 
 @pytest.mark.django_db
-def test_migration_0011_installs_the_triggers_again_keeping_rows_and_backfill(index_on, account, now):
+def test_migration_0012_installs_the_triggers_again_keeping_rows_and_backfill(index_on, account, now):
     import importlib
 
     from django.db import connection as default
@@ -342,7 +342,7 @@ def test_migration_0011_installs_the_triggers_again_keeping_rows_and_backfill(in
     assert stored(handoff) == now - timedelta(hours=3) + timedelta(seconds=60)  # missed by that version
     with default.cursor() as cursor:
         cursor.execute("UPDATE " + index.TABLE + " SET first_action_at = %s", [now - timedelta(hours=3, seconds=-30)])
-    migration = importlib.import_module("flowpilot_analytics.migrations.0011_first_action_lag")
+    migration = importlib.import_module("flowpilot_analytics.migrations.0012_first_action_triggers")
     with default.schema_editor() as editor:
         migration.reinstall(None, editor)
     index.clear_cache()
@@ -432,6 +432,49 @@ def test_a_writers_search_path_cannot_hijack_the_step_inserts_trigger(index_on, 
         cursor.execute("SET LOCAL search_path = DEFAULT")
         cursor.execute("DROP TABLE pg_temp.flowpilot_first_action_index")  # else it hides the real one
     assert stored(handoff) == now - timedelta(hours=1)
+
+
+@pytest.mark.django_db
+def test_a_writers_temporary_tables_cannot_take_the_triggers_writes(index_on, account, now):
+    """Tables of the writer's own, named like the index and the steps, first on its path: never written."""
+    first = claimed_handoff(account, claimed_at=now - timedelta(hours=3), lag=9000)  # a step 30 min ago
+    second = unclaimed_handoff(first.session, created_at=now - timedelta(hours=3))
+    tables = index.metric_tables()
+    with connection.cursor() as cursor:
+        real = {name: index.q(index._with_schema(cursor, name))
+                for name in (index.TABLE, tables.step.name, tables.handoff.name)}
+        for name in (index.TABLE, tables.step.name):
+            cursor.execute(f"CREATE TEMP TABLE {index.q(name)} (LIKE {real[name]})")
+        cursor.execute("SET LOCAL search_path = pg_temp, public")
+        # A claim (its probe reads the steps), a step that is a first action, then its deletion.
+        cursor.execute(f"UPDATE {real[tables.handoff.name]} SET {index.q(tables.handoff.claimed_at)} = %s "
+                       f"WHERE {index.q(tables.handoff.pk)} = %s", [now - timedelta(hours=2), second.pk])
+        columns = [tables.step.session, tables.step.created_at, *([tables.step.account] if tables.step.account else [])]
+        cursor.execute(f"INSERT INTO {real[tables.step.name]} ({', '.join(index.q(c) for c in columns)}) "
+                       f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING 1",
+                       [first.session.pk, now - timedelta(hours=2, minutes=59),
+                        *([account.pk] if tables.step.account else [])])
+        cursor.execute(f"DELETE FROM {real[tables.step.name]} WHERE {index.q(tables.step.created_at)} = %s",
+                       [now - timedelta(hours=2, minutes=59)])
+        for name in (index.TABLE, tables.step.name):
+            cursor.execute(f"SELECT count(*) FROM pg_temp.{index.q(name)}")
+            assert cursor.fetchone() == (0,), name
+            cursor.execute(f"DROP TABLE pg_temp.{index.q(name)}")
+        cursor.execute("SET LOCAL search_path = DEFAULT")
+    assert stored(first) == stored(second) == now - timedelta(minutes=30)
+    assert exact()
+
+
+@pytest.mark.django_db
+def test_the_app_role_cannot_attach_the_trigger_functions_to_a_table_of_its_own(index_on, become_app_role):
+    from django.db import DatabaseError
+
+    become_app_role()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE mine (session_id bigint, account_id bigint, created_at timestamptz)")
+        for function in index.trigger_functions(index.Names.from_signature(index.signature())):
+            with pytest.raises(DatabaseError, match="permission denied"), transaction.atomic():
+                cursor.execute(f"CREATE TRIGGER t AFTER INSERT ON mine FOR EACH ROW EXECUTE FUNCTION {function}()")
 
 
 @pytest.mark.django_db
