@@ -91,17 +91,23 @@ def test_a_query_cancelled_by_the_statement_timeout_is_503_with_retry_after(
     assert engineer_client.get(URL).status_code == 200
 
 
+def around_a_request(client, setting):
+    """``setting`` as the connection shows it before and after a request: ``(before, after)``."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW {setting}")
+        [before] = cursor.fetchone()
+        assert client.get(URL).status_code == 200
+        cursor.execute(f"SHOW {setting}")
+        [after] = cursor.fetchone()
+    return before, after
+
+
 @pytest.mark.postgres_only
 def test_the_statement_timeout_follows_the_setting_and_ends_with_the_request(
     engineer_client, settings, observed_metrics
 ):
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "STATEMENT_TIMEOUT_MS": 1234}
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW statement_timeout")
-        [before] = cursor.fetchone()
-        assert engineer_client.get(URL).status_code == 200
-        cursor.execute("SHOW statement_timeout")
-        [after] = cursor.fetchone()
+    before, after = around_a_request(engineer_client, "statement_timeout")
 
     assert observed_metrics["timeouts"] == ["1234ms"]
     assert after == before != "1234ms"
@@ -114,12 +120,7 @@ def test_the_requests_work_mem_follows_the_setting_and_ends_with_the_request(
 ):
     """The percentiles' sort gets WORK_MEM for the request's transaction only; None keeps the server's."""
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "WORK_MEM": work_mem}
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW work_mem")
-        [before] = cursor.fetchone()
-        assert engineer_client.get(URL).status_code == 200
-        cursor.execute("SHOW work_mem")
-        [after] = cursor.fetchone()
+    before, after = around_a_request(engineer_client, "work_mem")
 
     assert observed_metrics["work_mem"] == [work_mem or before]
     assert after == before
