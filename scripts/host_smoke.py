@@ -217,14 +217,32 @@ def smoke(python, host, shared, *, settings, rls_settings, database_url, label, 
                   f"{cross_account_role}: bound by RLS, the cross-account faces able to read every account")
         run([*manage, "escalation_report", "--format", "json"], cwd=host, env=served,
             label=f"[{label}] escalation_report as {APP_ROLE}, reading through {cross_account_role}")
+    index_dump = dump.with_name(f"{dump.stem}-first-action-index.json")
     run([python, "-m", "pytest", "-q", "--create-db", f"--ds={settings}"], cwd=host,
-        env={**env, "HOST_SMOKE_DUMP": str(dump)}, label=f"[{label}] the host's smoke suite")
+        env={**env, "HOST_SMOKE_DUMP": str(dump), "HOST_SMOKE_DUMP_FIRST_ACTION_INDEX": str(index_dump)},
+        label=f"[{label}] the host's smoke suite")
+    if index_dump.exists():
+        # The host's suite asked the scenario again with the first-action index on (PostgreSQL).
+        print(f"== [{label}] the answers with the first-action index equal those without", flush=True)
+        compare(dump, index_dump, "without the index", "with the index",
+                failure=f"[{label}] the first-action index changes the host's answers")
     if database_url:
         served_suite = {**env, "DJANGO_SETTINGS_MODULE": rls_settings,
                         "HOST_CROSS_ACCOUNT_DATABASE_URL": as_role(database_url, cross_account_role)}
         run([python, "-m", "pytest", "-q", "--create-db", f"--ds={rls_settings}", "-m", "rls_settings"],
             cwd=host, env=served_suite, label=f"[{label}] the host's tests served as {APP_ROLE}, with the "
                                               f"cross-account alias ({rls_settings})", accept=(NO_TESTS,))
+
+
+def compare(expected, actual, expected_name, actual_name, *, failure):
+    """The two dumps must be equal (else the start of their diff, and ``failure``); returns the answers."""
+    theirs, ours = expected.read_text(encoding="utf-8"), actual.read_text(encoding="utf-8")
+    if ours != theirs:
+        diff = difflib.unified_diff(theirs.splitlines(), ours.splitlines(), expected_name, actual_name,
+                                    lineterm="", n=2)
+        print("\n".join(list(diff)[:80]), file=sys.stderr)
+        raise StepFailed(failure)
+    return json.loads(ours)
 
 
 def same_figures(python, reference, shared, *, settings, database_url, label, dump, reference_dump):
@@ -237,13 +255,8 @@ def same_figures(python, reference, shared, *, settings, database_url, label, du
         cwd=reference, env={**env, "HOST_SMOKE_DUMP": str(reference_dump)},
         label=f"[{label}] the shared scenario with {reference.name}'s models ({settings})")
     print(f"== [{label}] the two hosts' answers to the scenario are equal", flush=True)
-    ours, theirs = dump.read_text(encoding="utf-8"), reference_dump.read_text(encoding="utf-8")
-    if ours != theirs:
-        diff = difflib.unified_diff(theirs.splitlines(), ours.splitlines(), reference.name, "this host",
-                                    lineterm="", n=2)
-        print("\n".join(list(diff)[:80]), file=sys.stderr)
-        raise StepFailed(f"[{label}] the host's answers differ from {reference.name}'s for the same scenario")
-    answers = json.loads(ours)
+    answers = compare(reference_dump, dump, reference.name, "this host",
+                      failure=f"[{label}] the host's answers differ from {reference.name}'s for the same scenario")
     print(f"   equal: {len(answers['api'])} API questions, {len(answers['export'])} exports cut and resumed "
           f"({sum(len(item['answers']) for item in answers['export'])} parts), {len(answers['dashboard'])} "
           f"dashboard pages, the admin page's {len(answers['widget']['cells'])} cells, the report's "

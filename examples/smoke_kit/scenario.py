@@ -386,8 +386,8 @@ def serving_as_app_role(extra_apps):
     return serve
 
 
-def dump_scenario(builder, *, client, django_user_model, monkeypatch, extra_apps):
-    """The host smoke's test: the scenario's dump, asked as the app role, written to ``HOST_SMOKE_DUMP``."""
+def dump_scenario(builder, *, client, django_user_model, monkeypatch, extra_apps, dump_variable="HOST_SMOKE_DUMP"):
+    """The host smoke's test: the scenario's dump, asked as the app role, written to ``dump_variable``'s file."""
     from django.core.management import call_command
     from django.utils import timezone
 
@@ -399,7 +399,36 @@ def dump_scenario(builder, *, client, django_user_model, monkeypatch, extra_apps
     )
     first = dump["api"][0]["answers"][0]
     assert first["status"] == 200 and first["body"]["n_handoffs_claimed"] > 0, "the scenario was measured"
-    if os.environ.get("HOST_SMOKE_DUMP"):
-        with open(os.environ["HOST_SMOKE_DUMP"], "w", encoding="utf-8") as stream:
+    if os.environ.get(dump_variable):
+        with open(os.environ[dump_variable], "w", encoding="utf-8") as stream:
             json.dump(dump, stream, indent=1, sort_keys=True, ensure_ascii=False)
+    return dump
+
+
+FIRST_ACTION_INDEX_DUMP = "HOST_SMOKE_DUMP_FIRST_ACTION_INDEX"
+
+
+def dump_scenario_with_first_action_index(builder, *, client, django_user_model, monkeypatch, extra_apps, settings):
+    """The same scenario with the first-action index on, its triggers on the host's tables (PostgreSQL).
+
+    Installed before the scenario's rows are written (the triggers then write every
+    claimed handoff's row), the faces read the index; ``host_smoke.py`` compares the
+    dump (``HOST_SMOKE_DUMP_FIRST_ACTION_INDEX``) with the plain one, and ``verify``
+    must find no difference.
+    """
+    from flowpilot_analytics import first_action_index
+
+    settings.FLOWPILOT_ANALYTICS = {**getattr(settings, "FLOWPILOT_ANALYTICS", {}), "FIRST_ACTION_INDEX": True}
+    first_action_index.install()
+    first_action_index.mark_backfilled()  # nothing claimed yet
+    assert first_action_index.is_ready()
+    dump = dump_scenario(builder, client=client, django_user_model=django_user_model, monkeypatch=monkeypatch,
+                         extra_apps=extra_apps, dump_variable=FIRST_ACTION_INDEX_DUMP)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")  # the scenario ended as the app role
+    assert first_action_index.handoffs_with_first_action().model._meta.db_table == first_action_index.TABLE
+    differences = first_action_index.verify()
+    assert differences == [], [difference.describe() for difference in differences]
     return dump

@@ -3,11 +3,13 @@
 ``scripts/host_smoke.py`` compares the dump this writes (``HOST_SMOKE_DUMP``) with
 the one examples/host writes with the app's own models: they must be equal. On
 PostgreSQL the API is asked as the RLS-bound app role, under the monolith's own
-policies.
+policies; and once more with the first-action index on, its triggers on the monolith's
+tables, whose dump must equal the plain one too.
 """
 
 import pytest
-from smoke_kit.scenario import dump_scenario
+from django.db import connection
+from smoke_kit.scenario import dump_scenario, dump_scenario_with_first_action_index
 from support.models import Escalation, Ticket, TicketStep
 from tenants.models import Organization, Seat
 
@@ -44,3 +46,13 @@ class Builder:
 def test_the_scenarios_answers(client, django_user_model, monkeypatch):
     dump_scenario(Builder(django_user_model), client=client, django_user_model=django_user_model,
                   monkeypatch=monkeypatch, extra_apps=("auth", "contenttypes", "sessions", "admin", "tenants", "support"))
+
+
+@pytest.mark.django_db
+def test_the_scenarios_answers_with_the_first_action_index(client, django_user_model, monkeypatch, settings):
+    """The opt-in first-action index, its triggers on the monolith's own tables: the same answers."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the first-action index needs PostgreSQL")
+    dump_scenario_with_first_action_index(
+        Builder(django_user_model), client=client, django_user_model=django_user_model, monkeypatch=monkeypatch,
+        extra_apps=("auth", "contenttypes", "sessions", "admin", "tenants", "support"), settings=settings)
