@@ -127,9 +127,18 @@ class Names:
                    handoff["claimed_by"])
 
 
+def _op(operator):
+    return f"OPERATOR(pg_catalog.{operator})"
+
+
 def _bucket(session):
-    """SQL: the lock bucket of a session id."""
-    return f"(hashint8({session}) & {LOCK_BUCKETS - 1})"
+    """SQL: the lock bucket of a session id (every name qualified: the step insert's function has no search_path)."""
+    return f"(pg_catalog.hashint8({session}) {_op('&')} {LOCK_BUCKETS - 1})"
+
+
+def _step_column_names(names):
+    """The step columns the first action depends on: session, instant (and account)."""
+    return [names.step_session, names.step_created_at, *([names.step_account] if names.step_account else [])]
 
 
 def _lock_sessions(select_sessions):
@@ -168,9 +177,8 @@ def _apply_new_steps(names, steps, table):
 
 
 def _step_columns(names):
-    """The step columns the first action depends on (a step's other columns never matter)."""
-    return ", ".join(q(column) for column in (names.step_session, names.step_created_at, names.step_account)
-                     if column)
+    """The step columns the first action depends on (a step's other columns never matter), as a SQL list."""
+    return ", ".join(q(column) for column in _step_column_names(names))
 
 
 def _probe_again(names, steps, table):
@@ -184,13 +192,19 @@ def _probe_again(names, steps, table):
       AND o.{q(names.step_created_at)} = i.first_action_at;"""
 
 
-def _lock(session):
-    """PL/pgSQL taking the advisory lock of one session's bucket (none for a NULL session), exclusive.
+def _take(bucket, *, shared=False):
+    """PL/pgSQL taking the advisory lock of ``bucket`` (none when NULL), every name qualified.
 
     An assignment of a plain expression: PL/pgSQL evaluates it without starting
     an executor (a ``PERFORM`` would run a query).
     """
-    return f"lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {_bucket(session)})::text;"
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"lock_taken := pg_catalog.{function}({LOCK_CLASS}, {bucket})::pg_catalog.text;"
+
+
+def _lock(session, *, shared=False):
+    """PL/pgSQL taking the lock of one session's bucket: exclusive, or shared (a step insert's)."""
+    return _take(_bucket(session), shared=shared)
 
 
 def _lock_two(first, second):
@@ -201,9 +215,7 @@ def _lock_two(first, second):
     low = f"least({_bucket(first)}, {_bucket(second)})"
     high = f"greatest({_bucket(first)}, {_bucket(second)})"
     return (f"IF {first} IS NOT DISTINCT FROM {second} THEN {_lock(first)} "
-            f"ELSE lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {low})::text; "
-            f"IF {low} <> {high} THEN lock_taken := pg_advisory_xact_lock({LOCK_CLASS}, {high})::text; END IF; "
-            "END IF;")
+            f"ELSE {_take(low)} IF {low} <> {high} THEN {_take(high)} END IF; END IF;")
 
 
 def _count_into_lock(names, prefix, relation):
@@ -214,9 +226,9 @@ def _count_into_lock(names, prefix, relation):
     window count is read before the first row comes out, so the lock (in a lazy CASE) is taken
     only for a single row; the statements that follow take their snapshot after it.
     """
-    columns = [names.step_session, names.step_created_at, *([names.step_account] if names.step_account else [])]
+    columns = _step_column_names(names)
     values = ", ".join(f"r.{q(column)}" for column in columns)
-    targets = ", ".join(f"{prefix}_{i}" for i in range(len(columns)))
+    targets = ", ".join(_step_variables(names, prefix))
     lock = f"pg_advisory_xact_lock({LOCK_CLASS}, {_bucket('r.' + q(names.step_session))})"
     return (f"SELECT {values}, count(*) OVER (), CASE WHEN count(*) OVER () = 1 THEN {lock}::text END "
             f"INTO {targets}, rows_written, lock_taken FROM {relation} AS r LIMIT 1;")
@@ -265,35 +277,26 @@ def _literal(sql):
 
 def _one_step(names, prefix):
     """PL/pgSQL: the variables of one step row, its session, instant (and account)."""
-    columns = [names.step_session, names.step_created_at, *([names.step_account] if names.step_account else [])]
-    return " ".join(f"{prefix}_{i} {q(names.step)}.{q(column)}%TYPE;" for i, column in enumerate(columns))
+    return " ".join(f"{prefix}_{i} {q(names.step)}.{q(column)}%TYPE;"
+                    for i, column in enumerate(_step_column_names(names)))
 
 
-def _single_apply(names, prefix, table):
-    """Static SQL: one new step (variables ``<prefix>_0..2``) lowers the first actions it comes first after."""
-    account = f" AND account_id = {prefix}_2" if names.step_account else ""
-    return (f"UPDATE {table} SET first_action_at = {prefix}_1 WHERE session_id = {prefix}_0{account} "
-            f"AND claimed_at < {prefix}_1 AND (first_action_at IS NULL OR first_action_at > {prefix}_1);")
+def _apply_step(names, table, step):
+    """Static SQL, every name qualified: one new step lowers the first actions it comes first after.
 
-
-def _op(operator):
-    return f"OPERATOR(pg_catalog.{operator})"
-
-
-def _row_apply(names, index_table):
-    """Static SQL of a row trigger, every name qualified: the new step (``NEW``) lowers the first actions
-    it comes first after. ``index_table``: this table's schema-qualified name."""
-    created = f"NEW.{q(names.step_created_at)}"
-    account = f" AND account_id {_op('=')} NEW.{q(names.step_account)}" if names.step_account else ""
-    return (f"UPDATE {index_table} SET first_action_at = {created} "
-            f"WHERE session_id {_op('=')} NEW.{q(names.step_session)}{account} AND claimed_at {_op('<')} {created} "
+    ``step``: the PL/pgSQL expressions of its session, instant (and account): the
+    ``NEW`` row's columns, or variables. ``table``: this table's schema-qualified name.
+    """
+    session, created, *account = step
+    account_match = f" AND account_id {_op('=')} {account[0]}" if account else ""
+    return (f"UPDATE {table} SET first_action_at = {created} "
+            f"WHERE session_id {_op('=')} {session}{account_match} AND claimed_at {_op('<')} {created} "
             f"AND (first_action_at IS NULL OR first_action_at {_op('>')} {created});")
 
 
-def _qualified_shared_lock(session):
-    """PL/pgSQL: the *shared* lock of one session's bucket (a step insert's), every name qualified."""
-    return (f"lock_taken := pg_catalog.pg_advisory_xact_lock_shared({LOCK_CLASS}, "
-            f"(pg_catalog.hashint8({session}) {_op('&')} {LOCK_BUCKETS - 1}))::pg_catalog.text;")
+def _step_variables(names, prefix):
+    """The PL/pgSQL variables :func:`_one_step` declares, in :func:`_step_column_names`' order."""
+    return [f"{prefix}_{i}" for i in range(len(_step_column_names(names)))]
 
 
 def _single_probe_again(names, prefix, table):
@@ -305,9 +308,7 @@ def _single_probe_again(names, prefix, table):
 
 
 def _into(names, prefix, relation):
-    columns = _step_columns(names)
-    count = 3 if names.step_account else 2
-    return f"SELECT {columns} INTO {', '.join(f'{prefix}_{i}' for i in range(count))} FROM {relation};"
+    return f"SELECT {_step_columns(names)} INTO {', '.join(_step_variables(names, prefix))} FROM {relation};"
 
 
 def trigger_functions(names, index_table=TABLE):
@@ -330,13 +331,15 @@ def trigger_functions(names, index_table=TABLE):
     step_columns = _step_columns(names)
     moved_from = f"(SELECT {step_columns} FROM old_steps EXCEPT SELECT {step_columns} FROM new_steps)"
     moved_to = f"(SELECT {step_columns} FROM new_steps EXCEPT SELECT {step_columns} FROM old_steps)"
-    changed = " OR ".join(f"o_{i} IS DISTINCT FROM n_{i}" for i in range(3 if names.step_account else 2))
+    changed = " OR ".join(f"{old} IS DISTINCT FROM {new}"
+                          for old, new in zip(_step_variables(names, 'o'), _step_variables(names, 'n')))
     return {
         # Per row: the step's shared lock (steps inserted side by side never wait for each other;
         # their updates of one index row are ordered by its row lock), then one index probe.
         f"{PREFIX}_step_insert": _function(f"{PREFIX}_step_insert", f"""
-{_qualified_shared_lock(f"NEW.{session}")}
-{_row_apply(names, t)}""", declare="lock_taken pg_catalog.text;", cross_account=False, search_path=False),
+{_lock(f"NEW.{session}", shared=True)}
+{_apply_step(names, t, [f"NEW.{q(column)}" for column in _step_column_names(names)])}""",
+            declare="lock_taken pg_catalog.text;", cross_account=False, search_path=False),
         f"{PREFIX}_step_update": _function(f"{PREFIX}_step_update", f"""
 SELECT count(*) INTO rows_written FROM old_steps;
 IF rows_written = 1 THEN
@@ -347,7 +350,7 @@ IF rows_written = 1 THEN
   END IF;
   {_lock_two('o_0', 'n_0')}
   {_single_probe_again(names, 'o', t)}
-  {_single_apply(names, 'n', t)}
+  {_apply_step(names, t, _step_variables(names, 'n'))}
 ELSIF rows_written > 1 THEN
   -- Only the steps whose instant, session or account changed (set difference both ways).
   IF NOT EXISTS {moved_from} AND NOT EXISTS {moved_to} THEN

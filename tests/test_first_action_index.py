@@ -44,14 +44,19 @@ def turn(settings, on):
     settings.FLOWPILOT_ANALYTICS = {**settings.FLOWPILOT_ANALYTICS, "FIRST_ACTION_INDEX": on}
 
 
-@pytest.fixture
-def index_on(settings, db):
-    """The accelerator on, its triggers installed and backfilled in the test's transaction."""
+def install_index(settings):
+    """The accelerator on, its triggers installed and backfilled (PostgreSQL; skips elsewhere)."""
     if connection.vendor != "postgresql":
         pytest.skip("the first-action index needs PostgreSQL")
     turn(settings, True)
     index.install()
     index.backfill(vacuum=False)
+
+
+@pytest.fixture
+def index_on(settings, db):
+    """The accelerator on, its triggers installed and backfilled in the test's transaction."""
+    install_index(settings)
     assert index.is_ready()
     yield settings
     index.clear_cache()
@@ -647,11 +652,7 @@ def test_random_histories_leave_the_index_equal_to_the_probe(index_on, account, 
 @pytest.fixture
 def committed_index(settings, transactional_db):
     """The index installed and committed (other connections see its triggers); removed afterwards."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the first-action index needs PostgreSQL")
-    turn(settings, True)
-    index.install()
-    index.backfill(vacuum=False)
+    install_index(settings)
     yield
     index.remove()
 

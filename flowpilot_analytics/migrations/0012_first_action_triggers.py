@@ -21,8 +21,7 @@ def reinstall(apps, schema_editor):
     from flowpilot_analytics import first_action_index
 
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"SELECT installed_for FROM {first_action_index.STATE_TABLE} ORDER BY id LIMIT 1")
-        row = cursor.fetchone()
+        row = first_action_index._state_row(cursor)
     if row and row[0] and row[0] == first_action_index.signature():
         first_action_index.install(using=schema_editor.connection.alias)
 
