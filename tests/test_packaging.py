@@ -217,12 +217,14 @@ def readme_install_lines():
 
 
 def test_the_example_host_adds_exactly_the_readmes_two_lines():
-    installed_apps, urls = readme_install_lines()
+    installed_apps, url_import, urls = readme_install_lines()
     assert installed_apps.startswith("INSTALLED_APPS += ") and urls.startswith("urlpatterns += ")
+    # startproject's urls.py imports only path: the README says to import include too.
+    assert url_import == "from django.urls import include, path"
     settings = (HOST / "host" / "settings.py").read_text()
     urlconf = (HOST / "host" / "urls.py").read_text()
     assert installed_apps in settings.splitlines()
-    assert urls in urlconf.splitlines()
+    assert url_import in urlconf.splitlines() and urls in urlconf.splitlines()
     assert "flowpilot" not in settings.replace(installed_apps, "").lower()
     assert "REST_FRAMEWORK" not in settings, "the host keeps DRF's defaults"
 
@@ -248,7 +250,7 @@ CONTRACT_MODEL_SETTINGS = {
 
 def test_the_monolith_with_its_own_models_uses_only_the_contracts_settings():
     """examples/host_models: the README's two lines, the three model settings and FIELDS, ACCESS_POLICY, RLS."""
-    installed_apps, urls = readme_install_lines()
+    installed_apps, _, urls = readme_install_lines()
     settings = (MONOLITH / "monolith" / "settings.py").read_text()
     assert installed_apps in settings.splitlines()
     assert urls in (MONOLITH / "monolith" / "urls.py").read_text().splitlines()
