@@ -117,6 +117,26 @@ class NamedAccount:
         return account_label(self.account)
 
 
+def accounts_named(identifiers):
+    """``{identifier: {accounts}}``: the accounts each slug or id names, in one query.
+
+    A value made of digits may be an id or a slug, and so name two different
+    accounts (the callers refuse that as ambiguous); none: an unknown value.
+    Without a slug on the account model in use (``FIELDS["account.slug"]`` is
+    ``None``), accounts are named by id only.
+    """
+    from .models import get_account_model
+
+    identifiers = list(identifiers)
+    as_id = {value: int(value) for value in identifiers if value.isascii() and value.isdigit()}
+    slug_field = field_map().account_slug
+    by_slug_lookup = models.Q(**{f"{slug_field}__in": identifiers}) if slug_field else models.Q(pk__in=[])
+    found = list(get_account_model()._default_manager.filter(by_slug_lookup | models.Q(pk__in=as_id.values())))
+    by_slug = {getattr(account, slug_field): account for account in found} if slug_field else {}
+    by_id = {account.pk: account for account in found}
+    return {value: {by_slug.get(value), by_id.get(as_id.get(value))} - {None} for value in identifiers}
+
+
 def account_order(*, by_name=False):
     """An account ordering: by label (slug, else id), or by name then id."""
     fields = field_map()

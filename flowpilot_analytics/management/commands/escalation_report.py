@@ -2,7 +2,6 @@ import os
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Q
 from django.http import QueryDict
 from django.utils import timezone
 
@@ -12,7 +11,7 @@ from flowpilot_analytics.calendars import NoBusinessCalendar
 from flowpilot_analytics.clocks import CALENDAR_CLOCK, CLOCKS
 from flowpilot_analytics.constants import METRIC_DEFINITION
 from flowpilot_analytics.cross_account import analytics_cross_account
-from flowpilot_analytics.field_map import account_label, account_order, field_map
+from flowpilot_analytics.field_map import account_label, account_order, accounts_named
 from flowpilot_analytics.durations import human_duration
 from flowpilot_analytics.figures import CONTRACT, TARGET, figure_changes, in_sections
 from flowpilot_analytics.models import get_account_model
@@ -89,15 +88,8 @@ def accounts_from_identifiers(identifiers):
     wanted = list(dict.fromkeys(value.strip() for value in identifiers))
     if "" in wanted:
         raise CommandError("--account: give an account slug or id, not an empty value.")
-    as_id = {value: int(value) for value in wanted if value.isascii() and value.isdigit()}
-    slug_field = field_map().account_slug
-    by_slug_lookup = Q(**{f"{slug_field}__in": wanted}) if slug_field else Q(pk__in=[])
-    found = list(accounts.filter(by_slug_lookup | Q(pk__in=as_id.values())))
-    by_slug = {getattr(account, slug_field): account for account in found} if slug_field else {}
-    by_id = {account.pk: account for account in found}
     selected, unknown, ambiguous = {}, [], []
-    for value in wanted:
-        candidates = {by_slug.get(value), by_id.get(as_id.get(value))} - {None}
+    for value, candidates in accounts_named(wanted).items():
         if not candidates:
             unknown.append(value)
         elif len(candidates) > 1:

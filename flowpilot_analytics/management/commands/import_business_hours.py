@@ -28,13 +28,12 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.db.models import Q
 
 from flowpilot_analytics.business_hours import WEEKDAYS, interval_error
 from flowpilot_analytics.calendar_services import business_calendar_replace, describe_interval
 from flowpilot_analytics.cross_account import analytics_cross_account
-from flowpilot_analytics.field_map import account_label, field_map
-from flowpilot_analytics.models import get_account_model, validate_time_zone
+from flowpilot_analytics.field_map import account_label, accounts_named
+from flowpilot_analytics.models import validate_time_zone
 
 COLUMNS = ("account", "time_zone", "weekday", "opens", "closes", "closed_date")
 LINE = "__line__"
@@ -140,20 +139,8 @@ def parse_row(row):
 
 def find_accounts(identifiers):
     """``{identifier: account}`` for the slugs or ids that name exactly one account."""
-    slug_field = field_map().account_slug
-    ids = {value: int(value) for value in identifiers if value.isascii() and value.isdigit()}
-    lookup = Q(pk__in=list(ids.values()))
-    if slug_field:
-        lookup |= Q(**{f"{slug_field}__in": list(identifiers)})
-    found = list(get_account_model()._default_manager.filter(lookup))
-    by_slug = {getattr(account, slug_field): account for account in found} if slug_field else {}
-    by_id = {account.pk: account for account in found}
-    named = {}
-    for value in identifiers:
-        candidates = {by_slug.get(value), by_id.get(ids.get(value))} - {None}
-        if len(candidates) == 1:
-            named[value] = candidates.pop()
-    return named
+    return {value: next(iter(candidates)) for value, candidates in accounts_named(identifiers).items()
+            if len(candidates) == 1}
 
 
 class Command(BaseCommand):
