@@ -567,11 +567,9 @@ def handoffs_with_first_action():
 # --- Install, remove, backfill, verify ----------------------------------------------------
 
 
-def _cross_account(cursor):
-    """Lets the rest of the transaction write and read every account (as the tables' owner)."""
-    values = rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON})
-    cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(values)),
-                   [part for item in values.items() for part in item])
+def _cross_account(using):
+    """Lets the rest of the transaction on ``using`` write and read every account (as the tables' owner)."""
+    rls.set_local([using], rls.with_host_settings({rls.CROSS_ACCOUNT_SETTING: rls.ON}))
 
 
 def _drop(cursor, names):
@@ -605,7 +603,7 @@ def install(*, using="default"):
         # The writers of steps and handoffs first (they wait for us, we never for them while
         # holding this table: their triggers write it).
         cursor.execute(f"LOCK TABLE {q(wanted_names.step)}, {q(wanted_names.handoff)} IN SHARE ROW EXCLUSIVE MODE")
-        _cross_account(cursor)
+        _cross_account(using)
         row = _state_row(cursor)
         previous = row[0] if row else ""
         kept = previous == wanted and read_state(connection).reason != TRIGGERS_MISSING
@@ -648,7 +646,7 @@ def remove(*, using="default"):
     if connection.vendor != "postgresql":
         raise NotPostgreSQL(using)
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        _cross_account(cursor)
+        _cross_account(using)
         row = _state_row(cursor)
         if row and row[0]:
             _drop(cursor, Names.from_signature(row[0]))
@@ -693,7 +691,7 @@ def backfill(*, using="default", batch_size=BACKFILL_BATCH, progress=None, vacuu
         for attempt in range(3):
             try:
                 with transaction.atomic(using=using), connection.cursor() as cursor:
-                    _cross_account(cursor)
+                    _cross_account(using)
                     after = "" if last is None else f"AND {pk} > %s"
                     cursor.execute(
                         f"SELECT {pk}, {q(h.handoff_session)} FROM {handoff} "
@@ -795,7 +793,7 @@ def verify(*, using="default", start=None, end=None):
            f"WHERE p.id IS NULL OR s.id IS NULL OR {differs} ORDER BY coalesce(p.id, s.id)")
     differences = []
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        _cross_account(cursor)
+        _cross_account(using)
         cursor.execute(sql, [*probed_params, *stored_params])
         for row in cursor.fetchall():
             probed_id, stored_id, *values = row
